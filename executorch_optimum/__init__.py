@@ -1,0 +1,1 @@
+"""executorch_optimum: export Hugging Face language models to ExecuTorch programs."""

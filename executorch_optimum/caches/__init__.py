@@ -1,0 +1,1 @@
+"""KV caches backed by ExecuTorch's in-place cache ops: ETCustomStaticCache, ETCustomHybridCache."""

@@ -1,0 +1,1 @@
+"""Attention functions that call ExecuTorch's custom SDPA, for full and ring-buffer caches."""

@@ -1,0 +1,1 @@
+"""Runner metadata and config helpers shared by export and runtime."""

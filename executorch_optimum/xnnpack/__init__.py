@@ -1,0 +1,1 @@
+"""Lowering to ExecuTorch through XNNPACK: graph passes, quantization, delegation report."""
