@@ -1,0 +1,1 @@
+"""Shared test helpers: seeding, tiny random checkpoints, reference comparisons."""
