@@ -1,0 +1,137 @@
+"""Cache layers over ExecuTorch's CustomKVCache / CustomRingKVCache storage.
+
+Storage is [batch, capacity, kv_heads, head_dim] (sequence on dim 1, the layout of
+ExecuTorch's `llama::update_cache` and `llama::custom_sdpa`). `update` writes in place
+with ExecuTorch's cache ops and returns the storage itself, untransposed: our attention
+functions consume that layout directly, so no copy of the cache enters the graph.
+"""
+
+from __future__ import annotations
+
+import torch
+from executorch.examples.models.llama.source_transformation.custom_kv_cache import (
+    CustomKVCache,
+    CustomRingKVCache,
+)
+from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  (registers llama::*)
+from transformers.cache_utils import CacheLayerMixin
+
+from executorch_optimum.caches.positions import CallPositions
+
+
+def _to_storage_layout(states: torch.Tensor) -> torch.Tensor:
+    # Hugging Face hands [B, H, S, D]; storage is [B, S, H, D].
+    return states.transpose(1, 2)
+
+
+class ETFullLayer(CacheLayerMixin):
+    """A full-attention layer: one slot per position up to the whole context."""
+
+    is_sliding = False
+    is_compileable = True
+
+    def __init__(
+        self,
+        positions: CallPositions,
+        batch_size: int,
+        max_cache_len: int,
+        num_kv_heads: int,
+        head_dim: int,
+        dtype: torch.dtype,
+    ) -> None:
+        super().__init__()
+        self.positions = positions
+        self.max_cache_len = max_cache_len
+        self.storage = CustomKVCache(batch_size, max_cache_len, num_kv_heads, head_dim, dtype=dtype)
+        self.keys, self.values = self.storage.k_cache, self.storage.v_cache
+        self.is_initialized = True
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        """Storage is allocated up front (export needs it); nothing to do."""
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        start = self.positions.start()
+        seq_len = key_states.shape[-2]
+        torch._check(start + seq_len <= self.max_cache_len)
+        torch.ops.llama.update_cache(_to_storage_layout(key_states), self.storage.k_cache, start)
+        torch.ops.llama.update_cache(_to_storage_layout(value_states), self.storage.v_cache, start)
+        return self.storage.k_cache, self.storage.v_cache
+
+    def key_positions(self) -> torch.Tensor:
+        """Absolute position held by each slot (slot i holds position i)."""
+        return torch.arange(self.max_cache_len, dtype=torch.long)
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.max_cache_len, 0
+
+    def get_seq_length(self) -> int:
+        return self.positions.tokens_seen()
+
+    def get_max_length(self) -> int:
+        return self.max_cache_len
+
+    def reset(self) -> None:
+        self.storage.k_cache.zero_()
+        self.storage.v_cache.zero_()
+
+
+class ETRingLayer(ETFullLayer):
+    """A sliding-window layer: a ring buffer that holds the window plus one call's tokens.
+
+    A query at position p needs keys (p - window, p]. A call writes `max_chunk` new rows
+    before attending, so the ring keeps `window + max_chunk - 1` slots: the oldest key
+    the first query of a full chunk still needs has not been overwritten.
+    """
+
+    is_sliding = True
+
+    def __init__(
+        self,
+        positions: CallPositions,
+        batch_size: int,
+        sliding_window: int,
+        max_chunk: int,
+        num_kv_heads: int,
+        head_dim: int,
+        dtype: torch.dtype,
+    ) -> None:
+        CacheLayerMixin.__init__(self)
+        self.positions = positions
+        self.sliding_window = sliding_window
+        self.max_chunk = max_chunk
+        needed = sliding_window + max_chunk - 1
+        # CustomRingKVCache allocates twice the size it is given.
+        self.storage = CustomRingKVCache(batch_size, (needed + 1) // 2, num_kv_heads, head_dim, dtype=dtype)
+        self.capacity = self.storage.k_cache.shape[1]
+        self.max_cache_len = self.capacity
+        self.keys, self.values = self.storage.k_cache, self.storage.v_cache
+        self.is_initialized = True
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        seq_len = key_states.shape[-2]
+        torch._check(seq_len <= self.max_chunk)
+        manager = self.storage.cache_positions_manager
+        indices = manager.calculate_positions_and_update_indices(self.positions.tensor, seq_len).unsqueeze(0)
+        start = self.positions.start()
+        torch.ops.llama.update_cache_with_indices(
+            _to_storage_layout(key_states), self.storage.k_cache, start, indices
+        )
+        torch.ops.llama.update_cache_with_indices(
+            _to_storage_layout(value_states), self.storage.v_cache, start, indices
+        )
+        return self.storage.k_cache, self.storage.v_cache
+
+    def key_positions(self) -> torch.Tensor:
+        """Absolute position held by each slot after this call's update (-1 = empty)."""
+        return self.storage.cache_positions_manager.cache_positions
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.capacity, 0
+
+    def reset(self) -> None:
+        super().reset()
+        self.storage.cache_positions_manager.cache_positions.zero_()
