@@ -1,7 +1,13 @@
-// ExecuTorch runtime kernels for the out variants of our ops.
+// ExecuTorch runtime kernels for the out variants of our ops. Built with ET_USE_THREADPOOL
+// (BUILD.bazel), so ring_sdpa runs on ExecuTorch's threadpool through its parallel_for.
 #include <executorch/extension/kernel_util/make_boxed_from_unboxed_functor.h>
 #include <executorch/runtime/kernel/kernel_includes.h>
+#include <executorch/runtime/kernel/thread_parallel_interface.h>
 
+#include <algorithm>
+#include <array>
+
+#include "executorch_optimum/kernels/core/ring_attention.h"
 #include "executorch_optimum/kernels/core/scaled_add.h"
 
 namespace {
@@ -10,6 +16,8 @@ using executorch::aten::ScalarType;
 using executorch::aten::Tensor;
 using executorch::runtime::Error;
 using executorch::runtime::KernelRuntimeContext;
+
+// ---- scaled_add ------------------------------------------------------------------------------
 
 Tensor& scaled_add_out(KernelRuntimeContext& ctx, const Tensor& a, const Tensor& b, double alpha,
                        Tensor& out) {
@@ -25,6 +33,91 @@ Tensor& scaled_add_out(KernelRuntimeContext& ctx, const Tensor& a, const Tensor&
   return out;
 }
 
+// ---- shared helpers --------------------------------------------------------------------------
+
+// ExecuTorch tensors carry int32 sizes/strides; the core wants int64.
+std::array<int64_t, 4> sizes4(const Tensor& t) {
+  std::array<int64_t, 4> s{};
+  for (int d = 0; d < 4 && d < t.dim(); ++d) {
+    s[d] = t.size(d);
+  }
+  return s;
+}
+
+eo::core::Strides3 strides3(const Tensor& t) {
+  return {static_cast<int64_t>(t.strides()[0]), static_cast<int64_t>(t.strides()[1]),
+          static_cast<int64_t>(t.strides()[2])};
+}
+
+bool last_dim_contiguous(const Tensor& t) {
+  return t.size(3) <= 1 || t.strides()[3] == 1;
+}
+
+// ---- ring_update_cache -----------------------------------------------------------------------
+
+Tensor& ring_update_cache_out(KernelRuntimeContext& ctx, const Tensor& value, Tensor& cache,
+                              int64_t start_pos, Tensor& out) {
+  const auto vs = sizes4(value);
+  const auto cs = sizes4(cache);
+  const char* err = eo::core::check_ring_update(value.dim(), cache.dim(), vs.data(), cs.data(), start_pos);
+  ET_KERNEL_CHECK_MSG(ctx, err == nullptr, InvalidArgument, out, "eo::ring_update_cache: %s",
+                      err ? err : "");
+  ET_KERNEL_CHECK_MSG(ctx,
+                      value.scalar_type() == ScalarType::Float && cache.scalar_type() == ScalarType::Float,
+                      InvalidArgument, out, "eo::ring_update_cache takes float32 value and cache");
+  ET_KERNEL_CHECK_MSG(ctx, last_dim_contiguous(value) && last_dim_contiguous(cache), InvalidArgument, out,
+                      "eo::ring_update_cache: the last dim must be contiguous");
+  ET_KERNEL_CHECK_MSG(ctx, out.scalar_type() == ScalarType::Long, InvalidArgument, out,
+                      "eo::ring_update_cache: out must be int64");
+  const executorch::aten::SizesType one[1] = {1};
+  ET_KERNEL_CHECK(ctx, executorch::runtime::resize_tensor(out, {one, 1}) == Error::Ok, InvalidArgument,
+                  out);
+  eo::core::ring_update_cache(value.const_data_ptr<float>(), strides3(value), cache.mutable_data_ptr<float>(),
+                              strides3(cache), vs[0], vs[1], vs[2], vs[3], cs[1], start_pos);
+  out.mutable_data_ptr<int64_t>()[0] = start_pos + vs[1];
+  return out;
+}
+
+// ---- ring_sdpa -------------------------------------------------------------------------------
+
+Tensor& ring_sdpa_out(KernelRuntimeContext& ctx, const Tensor& query, const Tensor& k_cache,
+                      const Tensor& v_cache, int64_t start_pos, int64_t window, double scale, double softcap,
+                      Tensor& out) {
+  const eo::core::RingSdpaParams p{start_pos, window, static_cast<float>(scale),
+                                   static_cast<float>(softcap)};
+  const auto qs = sizes4(query);
+  const auto ks = sizes4(k_cache);
+  const auto vs = sizes4(v_cache);
+  const char* err =
+      eo::core::check_ring_sdpa(query.dim(), k_cache.dim(), v_cache.dim(), qs.data(), ks.data(), vs.data(), p);
+  ET_KERNEL_CHECK_MSG(ctx, err == nullptr, InvalidArgument, out, "eo::ring_sdpa: %s", err ? err : "");
+  ET_KERNEL_CHECK_MSG(ctx,
+                      query.scalar_type() == ScalarType::Float && k_cache.scalar_type() == ScalarType::Float &&
+                          v_cache.scalar_type() == ScalarType::Float && out.scalar_type() == ScalarType::Float,
+                      InvalidArgument, out, "eo::ring_sdpa takes float32 tensors");
+  ET_KERNEL_CHECK_MSG(ctx, last_dim_contiguous(query) && last_dim_contiguous(k_cache) &&
+                               last_dim_contiguous(v_cache),
+                      InvalidArgument, out, "eo::ring_sdpa: the last dim must be contiguous");
+  ET_KERNEL_CHECK(ctx, executorch::runtime::resize_tensor(out, query.sizes()) == Error::Ok, InvalidArgument,
+                  out);
+  ET_KERNEL_CHECK_MSG(ctx, executorch::runtime::tensor_is_contiguous(out), InvalidArgument, out,
+                      "eo::ring_sdpa: out must be contiguous");
+  const eo::core::RingSdpaShape sh{qs[0], qs[1], qs[2], ks[2], qs[3], ks[1]};
+  bool ok = true;
+  eo::core::ring_sdpa(query.const_data_ptr<float>(), strides3(query), k_cache.const_data_ptr<float>(),
+                      strides3(k_cache), v_cache.const_data_ptr<float>(), strides3(v_cache),
+                      out.mutable_data_ptr<float>(), sh, p, [&ok](int64_t n, const auto& fn) {
+                        const int64_t threads =
+                            std::max<int64_t>(1, executorch::extension::get_thread_count());
+                        const int64_t grain = std::max<int64_t>(1, n / (4 * threads));
+                        ok = executorch::extension::parallel_for(0, n, grain, fn);
+                      });
+  ET_KERNEL_CHECK_MSG(ctx, ok, Internal, out, "eo::ring_sdpa: parallel_for failed");
+  return out;
+}
+
 }  // namespace
 
 EXECUTORCH_LIBRARY(eo, "scaled_add.out", scaled_add_out);
+EXECUTORCH_LIBRARY(eo, "ring_update_cache.out", ring_update_cache_out);
+EXECUTORCH_LIBRARY(eo, "ring_sdpa.out", ring_sdpa_out);

@@ -1,10 +1,20 @@
-// PyTorch registration of our ops (functional + out variants) for eager use and export.
+// PyTorch registration of our ops (functional + out variants, CPU and Meta) for eager use and
+// torch.export. The kernels themselves live in core/ and know nothing of torch.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <array>
+#include <string_view>
+
+#include "executorch_optimum/kernels/core/ring_attention.h"
 #include "executorch_optimum/kernels/core/scaled_add.h"
+#include "executorch_optimum/kernels/core/schemas.h"
 
 namespace {
+
+// ---- scaled_add ------------------------------------------------------------------------------
 
 at::Tensor& scaled_add_out(const at::Tensor& a, const at::Tensor& b, double alpha, at::Tensor& out) {
   TORCH_CHECK(a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat,
@@ -29,25 +39,152 @@ at::Tensor scaled_add_meta(const at::Tensor& a, const at::Tensor& b, double alph
   return at::empty_like(a, at::MemoryFormat::Contiguous);
 }
 
-at::Tensor& scaled_add_out_meta(const at::Tensor& a, const at::Tensor& b, double alpha,
-                                at::Tensor& out) {
+at::Tensor& scaled_add_out_meta(const at::Tensor& a, const at::Tensor& b, double alpha, at::Tensor& out) {
   out.resize_(a.sizes());
+  return out;
+}
+
+// ---- shared helpers --------------------------------------------------------------------------
+
+eo::core::Strides3 strides3(const at::Tensor& t) {
+  return {t.stride(0), t.stride(1), t.stride(2)};
+}
+
+// The last dim must be contiguous; any other layout (e.g. a [B, H, S, D] tensor transposed to
+// [B, S, H, D]) is read in place.
+at::Tensor last_dim_contiguous(const at::Tensor& t) {
+  return t.size(3) <= 1 || t.stride(3) == 1 ? t : t.contiguous();
+}
+
+void check_float(const at::Tensor& t, const char* op, const char* name) {
+  TORCH_CHECK(t.scalar_type() == at::kFloat, op, ": ", name, " must be float32, got ", t.scalar_type());
+}
+
+// ---- ring_update_cache -----------------------------------------------------------------------
+
+void check_ring_update(const at::Tensor& value, const at::Tensor& cache, int64_t start_pos) {
+  const char* err = eo::core::check_ring_update(value.dim(), cache.dim(), value.sizes().data(),
+                                                cache.sizes().data(), start_pos);
+  TORCH_CHECK(err == nullptr, "eo::ring_update_cache: ", err ? err : "", " (value ", value.sizes(),
+              ", cache ", cache.sizes(), ", start_pos ", start_pos, ")");
+  check_float(value, "eo::ring_update_cache", "value");
+  check_float(cache, "eo::ring_update_cache", "cache");
+  TORCH_CHECK(cache.size(3) <= 1 || cache.stride(3) == 1,
+              "eo::ring_update_cache: the cache's last dim must be contiguous");
+}
+
+at::Tensor& ring_update_cache_out(const at::Tensor& value, at::Tensor& cache, int64_t start_pos,
+                                  at::Tensor& out) {
+  check_ring_update(value, cache, start_pos);
+  TORCH_CHECK(out.scalar_type() == at::kLong, "eo::ring_update_cache: out must be int64");
+  out.resize_({1});
+  const at::Tensor v = last_dim_contiguous(value);
+  eo::core::ring_update_cache(v.const_data_ptr<float>(), strides3(v), cache.mutable_data_ptr<float>(),
+                              strides3(cache), v.size(0), v.size(1), v.size(2), v.size(3), cache.size(1),
+                              start_pos);
+  out.mutable_data_ptr<int64_t>()[0] = start_pos + value.size(1);
+  return out;
+}
+
+at::Tensor ring_update_cache(const at::Tensor& value, at::Tensor& cache, int64_t start_pos) {
+  at::Tensor out = at::empty({1}, value.options().dtype(at::kLong));
+  ring_update_cache_out(value, cache, start_pos, out);
+  return out;
+}
+
+at::Tensor ring_update_cache_meta(const at::Tensor& value, at::Tensor& cache, c10::SymInt start_pos) {
+  TORCH_CHECK(value.dim() == 4 && cache.dim() == 4,
+              "eo::ring_update_cache: value and cache must be 4-D: [B, S, H, D] and [B, C, H, D]");
+  return at::empty({1}, value.options().dtype(at::kLong));
+}
+
+at::Tensor& ring_update_cache_out_meta(const at::Tensor& value, at::Tensor& cache, c10::SymInt start_pos,
+                                       at::Tensor& out) {
+  out.resize_({1});
+  return out;
+}
+
+// ---- ring_sdpa -------------------------------------------------------------------------------
+
+void check_ring_sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const eo::core::RingSdpaParams& p) {
+  const std::array<int64_t, 4> none{};
+  const char* err = eo::core::check_ring_sdpa(
+      q.dim(), k.dim(), v.dim(), q.dim() == 4 ? q.sizes().data() : none.data(),
+      k.dim() == 4 ? k.sizes().data() : none.data(), v.dim() == 4 ? v.sizes().data() : none.data(), p);
+  TORCH_CHECK(err == nullptr, "eo::ring_sdpa: ", err ? err : "", " (query ", q.sizes(), ", k_cache ",
+              k.sizes(), ", v_cache ", v.sizes(), ")");
+  check_float(q, "eo::ring_sdpa", "query");
+  check_float(k, "eo::ring_sdpa", "k_cache");
+  check_float(v, "eo::ring_sdpa", "v_cache");
+}
+
+at::Tensor& ring_sdpa_out(const at::Tensor& query, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                          int64_t start_pos, int64_t window, double scale, double softcap, at::Tensor& out) {
+  const eo::core::RingSdpaParams p{start_pos, window, static_cast<float>(scale),
+                                   static_cast<float>(softcap)};
+  check_ring_sdpa(query, k_cache, v_cache, p);
+  TORCH_CHECK(out.scalar_type() == at::kFloat, "eo::ring_sdpa: out must be float32");
+  out.resize_(query.sizes());
+  TORCH_CHECK(out.is_contiguous(), "eo::ring_sdpa: out must be contiguous");
+  const at::Tensor q = last_dim_contiguous(query);
+  const at::Tensor k = last_dim_contiguous(k_cache);
+  const at::Tensor v = last_dim_contiguous(v_cache);
+  const eo::core::RingSdpaShape sh{q.size(0), q.size(1), q.size(2), k.size(2), q.size(3), k.size(1)};
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  eo::core::ring_sdpa(q.const_data_ptr<float>(), strides3(q), k.const_data_ptr<float>(), strides3(k),
+                      v.const_data_ptr<float>(), strides3(v), out.mutable_data_ptr<float>(), sh, p,
+                      [threads](int64_t n, const auto& fn) {
+                        const int64_t grain = std::max<int64_t>(1, n / (4 * threads));
+                        at::parallel_for(0, n, grain, fn);
+                      });
+  return out;
+}
+
+at::Tensor ring_sdpa(const at::Tensor& query, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                     int64_t start_pos, int64_t window, double scale, double softcap) {
+  at::Tensor out = at::empty(query.sizes(), query.options().memory_format(at::MemoryFormat::Contiguous));
+  ring_sdpa_out(query, k_cache, v_cache, start_pos, window, scale, softcap, out);
+  return out;
+}
+
+at::Tensor ring_sdpa_meta(const at::Tensor& query, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                          c10::SymInt start_pos, int64_t window, double scale, double softcap) {
+  TORCH_CHECK(query.dim() == 4 && k_cache.dim() == 4 && v_cache.dim() == 4,
+              "eo::ring_sdpa: query, k_cache and v_cache must be 4-D");
+  TORCH_CHECK(query.scalar_type() == at::kFloat, "eo::ring_sdpa: query must be float32");
+  return at::empty_like(query, at::MemoryFormat::Contiguous);
+}
+
+at::Tensor& ring_sdpa_out_meta(const at::Tensor& query, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                               c10::SymInt start_pos, int64_t window, double scale, double softcap,
+                               at::Tensor& out) {
+  out.resize__symint(query.sym_sizes());
   return out;
 }
 
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(eo, m) {
-  m.def("scaled_add(Tensor a, Tensor b, float alpha) -> Tensor");
-  m.def("scaled_add.out(Tensor a, Tensor b, float alpha, *, Tensor(a!) out) -> Tensor(a!)");
+  for (const auto& op : eo::core::kOpSchemas) {
+    m.def(op.schema);
+  }
 }
 
 TORCH_LIBRARY_IMPL(eo, CPU, m) {
   m.impl("scaled_add", scaled_add);
   m.impl("scaled_add.out", scaled_add_out);
+  m.impl("ring_update_cache", ring_update_cache);
+  m.impl("ring_update_cache.out", ring_update_cache_out);
+  m.impl("ring_sdpa", ring_sdpa);
+  m.impl("ring_sdpa.out", ring_sdpa_out);
 }
 
 TORCH_LIBRARY_IMPL(eo, Meta, m) {
   m.impl("scaled_add", scaled_add_meta);
   m.impl("scaled_add.out", scaled_add_out_meta);
+  m.impl("ring_update_cache", TORCH_FN(ring_update_cache_meta));
+  m.impl("ring_update_cache.out", TORCH_FN(ring_update_cache_out_meta));
+  m.impl("ring_sdpa", TORCH_FN(ring_sdpa_meta));
+  m.impl("ring_sdpa.out", TORCH_FN(ring_sdpa_out_meta));
 }
