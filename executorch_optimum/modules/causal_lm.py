@@ -16,10 +16,11 @@ from executorch_optimum.sdpa import make_attention, register_attention
 
 
 def _set_attention(model: PreTrainedModel, name: str) -> None:
-    model.set_attn_implementation(name)
-    text = model.config.get_text_config(decoder=True)
-    if text._attn_implementation != name:
-        text._attn_implementation = name
+    # Set on the configs directly: transformers' setter vets names against its own
+    # implementations (and refuses some architectures), while the modelling code only
+    # looks the name up in the AttentionInterface registry at call time.
+    for config in {id(c): c for c in (model.config, model.config.get_text_config(decoder=True))}.values():
+        config._attn_implementation = name
 
 
 def _default_context(model: PreTrainedModel) -> int:

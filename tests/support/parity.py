@@ -1,0 +1,64 @@
+"""Greedy runs of an eager Hugging Face model and of a program, step by step, to compare."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache, PreTrainedModel
+
+# (input_ids [1, S], cache_position [S]) -> logits [1, S or 1, V]
+Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Trace:
+    """Last-position logits after the prompt and after each decoded token."""
+
+    logits: list[torch.Tensor]
+    tokens: list[int]
+
+
+def eager_trace(model: PreTrainedModel, prompt: torch.Tensor, steps: int) -> Trace:
+    """Greedy decode with the model's own dynamic cache and attention (the reference)."""
+    cache = DynamicCache(config=model.config)
+    logits, tokens = [], []
+    with torch.no_grad():
+        row = model(input_ids=prompt, cache=cache, use_cache=True).logits[0, -1]
+        for _ in range(steps):
+            logits.append(row)
+            token = int(row.argmax())
+            tokens.append(token)
+            row = model(input_ids=torch.tensor([[token]]), cache=cache, use_cache=True).logits[0, -1]
+        logits.append(row)
+    return Trace(logits, tokens)
+
+
+def program_trace(step: Step, prompt: torch.Tensor, steps: int, chunk: int, forced: list[int]) -> Trace:
+    """Prefill in chunks of at most `chunk`, then decode feeding `forced` tokens.
+
+    Feeding the reference's tokens (teacher forcing) compares logits at identical inputs
+    even if a near-tie once flips an argmax; the greedy tokens are compared separately.
+    """
+    logits, tokens = [], []
+    length = prompt.shape[1]
+    with torch.no_grad():
+        for begin in range(0, length, chunk):
+            ids = prompt[:, begin : begin + chunk]
+            out = step(ids, torch.arange(begin, begin + ids.shape[1]))
+        row = out[0, -1]
+        for i in range(steps):
+            logits.append(row)
+            tokens.append(int(row.argmax()))
+            row = step(torch.tensor([[forced[i]]]), torch.tensor([length + i]))[0, -1]
+        logits.append(row)
+    return Trace(logits, tokens)
+
+
+def assert_same_run(got: Trace, want: Trace, rel_tol: float = 1e-4) -> None:
+    """Logits within fp32 tolerance (relative to the logit scale) and identical greedy tokens."""
+    scale = max(1.0, max(float(w.abs().max()) for w in want.logits))
+    worst = max(float((g - w).abs().max()) for g, w in zip(got.logits, want.logits, strict=True))
+    assert worst <= rel_tol * scale, f"max |logit diff| {worst:.3g} > {rel_tol * scale:.3g}"
+    assert got.tokens == want.tokens, f"greedy tokens differ:\n got {got.tokens}\nwant {want.tokens}"
