@@ -1,0 +1,235 @@
+"""eo::ring_update_cache and eo::ring_sdpa in eager PyTorch against a float64 reference."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from executorch_optimum import kernels
+from tests.kernels.ring_reference import RingReference
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    batch: int
+    q_heads: int
+    kv_heads: int
+    head_dim: int
+    capacity: int
+    window: int
+    softcap: float
+    chunks: tuple[int, ...]
+
+    @property
+    def scale(self) -> float:
+        return self.head_dim**-0.5
+
+
+# Chunk sequences wrap each ring many times and mix prefill chunks smaller than, equal to and
+# larger than the window (and than the ring: S > C), with single-token decode steps.
+CASES = {
+    "mha_window_eq_ring": Case(1, 4, 4, 16, 8, 8, 0.0, (5, 1, 8, 1, 1, 3, 1, 9, 1, 1, 1, 2, 1)),
+    "gqa2_softcap_chunk_gt_window": Case(2, 4, 2, 32, 12, 5, 2.0, (9, 1, 3, 1, 1, 17, 2, 1, 5, 1, 1, 1)),
+    "gqa4_window_gt_chunk": Case(1, 8, 2, 64, 20, 16, 0.0, (7, 1, 1, 16, 1, 30, 1, 1, 4, 1, 13, 1)),
+    "gqa2_window_gt_ring_odd_dim": Case(1, 2, 1, 24, 6, 10, 5.0, (3, 1, 1, 6, 1, 1, 2, 1, 11, 1, 1)),
+    "window_one": Case(1, 2, 2, 8, 4, 1, 0.0, (3, 1, 5, 1, 1)),
+    "no_window_ring_wraps": Case(1, 4, 1, 8, 10, kernels.NO_WINDOW, 0.0, (4, 1, 12, 1, 1, 3)),
+}
+
+
+def _run_sequence(case: Case, start: int = 0) -> None:
+    kernels.load_torch_ops()
+    shape = (case.batch, case.capacity, case.kv_heads, case.head_dim)
+    # Empty slots hold NaN: a kernel that reads one produces NaN and fails the comparison.
+    k_cache = torch.full(shape, float("nan"))
+    v_cache = torch.full(shape, float("nan"))
+    initial = k_cache.clone()
+    ref = RingReference(case.batch, case.capacity, case.kv_heads, case.head_dim)
+    pos = start
+    for step, seq in enumerate(case.chunks):
+        q = torch.randn(case.batch, seq, case.q_heads, case.head_dim) * 2.0
+        k = torch.randn(case.batch, seq, case.kv_heads, case.head_dim) * 2.0
+        v = torch.randn(case.batch, seq, case.kv_heads, case.head_dim)
+        end_k = kernels.ring_update_cache(k, k_cache, pos)
+        end_v = torch.ops.eo.ring_update_cache(v, v_cache, pos)
+        assert end_k.dtype == torch.int64 and end_k.tolist() == [pos + seq] == end_v.tolist()
+        ref.update(pos, k, v)
+        torch.testing.assert_close(
+            k_cache.double(), ref.expected_cache(initial, "k"), rtol=0, atol=0, equal_nan=True
+        )
+        torch.testing.assert_close(
+            v_cache.double(), ref.expected_cache(initial, "v"), rtol=0, atol=0, equal_nan=True
+        )
+        got = kernels.ring_sdpa(q, k_cache, v_cache, pos, case.window, case.scale, case.softcap)
+        assert got.shape == q.shape and got.dtype == torch.float32 and got.is_contiguous()
+        want = ref.attend(q, pos, case.window, case.scale, case.softcap)
+        torch.testing.assert_close(
+            got.double(), want, rtol=1e-4, atol=2e-5, msg=lambda m, step=step: f"step {step}: {m}"
+        )
+        pos += seq
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_ring_sequence_matches_reference(name):
+    _run_sequence(CASES[name])
+
+
+def test_update_more_rows_than_ring_keeps_last_rows():
+    kernels.load_torch_ops()
+    cache = torch.full((2, 4, 3, 5), -7.0)
+    value = torch.randn(2, 11, 3, 5)
+    end = torch.ops.eo.ring_update_cache(value, cache, 6)
+    assert end.tolist() == [17]
+    for i in range(7, 11):  # rows 7..10 = positions 13..16 -> slots 1, 2, 3, 0
+        torch.testing.assert_close(cache[:, (6 + i) % 4], value[:, i], rtol=0, atol=0)
+
+
+def test_update_leaves_other_slots_untouched():
+    kernels.load_torch_ops()
+    cache = torch.full((1, 8, 2, 4), -3.0)
+    value = torch.randn(1, 3, 2, 4)
+    torch.ops.eo.ring_update_cache(value, cache, 14)  # slots 6, 7, 0
+    torch.testing.assert_close(cache[:, [6, 7, 0]], value, rtol=0, atol=0)
+    assert bool((cache[:, 1:6] == -3.0).all())
+
+
+def test_restart_at_zero_ignores_stale_slots():
+    kernels.load_torch_ops()
+    case = Case(1, 2, 1, 8, 8, 6, 0.0, (3,))
+    k_cache = torch.randn(1, 8, 1, 8) * 100  # stale rows from an earlier, longer sequence
+    v_cache = torch.randn(1, 8, 1, 8) * 100
+    ref = RingReference(1, 8, 1, 8)
+    q, k, v = torch.randn(1, 3, 2, 8), torch.randn(1, 3, 1, 8), torch.randn(1, 3, 1, 8)
+    kernels.ring_update_cache(k, k_cache, 0)
+    kernels.ring_update_cache(v, v_cache, 0)
+    ref.update(0, k, v)
+    got = kernels.ring_sdpa(q, k_cache, v_cache, 0, case.window, case.scale, 0.0)
+    torch.testing.assert_close(
+        got.double(), ref.attend(q, 0, case.window, case.scale, 0.0), rtol=1e-4, atol=2e-5
+    )
+
+
+def test_full_layer_on_linear_cache_is_causal_attention():
+    """C = max context, no window: the ring never wraps, and ring_sdpa is exact causal SDPA."""
+    kernels.load_torch_ops()
+    batch, q_heads, kv_heads, head_dim, context = 2, 6, 2, 16, 32
+    k_cache = torch.zeros(batch, context, kv_heads, head_dim)
+    v_cache = torch.zeros(batch, context, kv_heads, head_dim)
+    ks, vs, outs, qs = [], [], [], []
+    pos = 0
+    for seq in (9, 1, 1, 15, 1, 5):
+        q = torch.randn(batch, seq, q_heads, head_dim)
+        k = torch.randn(batch, seq, kv_heads, head_dim)
+        v = torch.randn(batch, seq, kv_heads, head_dim)
+        kernels.ring_update_cache(k, k_cache, pos)
+        kernels.ring_update_cache(v, v_cache, pos)
+        outs.append(kernels.ring_sdpa(q, k_cache, v_cache, pos, 10**9, 0.3, 0.0))
+        qs, ks, vs = qs + [q], ks + [k], vs + [v]
+        pos += seq
+    # One causal SDPA over the whole sequence, [B, H, T, D], in float64.
+    q_all = torch.cat(qs, 1).transpose(1, 2).double()
+    k_all = torch.cat(ks, 1).transpose(1, 2).double().repeat_interleave(q_heads // kv_heads, dim=1)
+    v_all = torch.cat(vs, 1).transpose(1, 2).double().repeat_interleave(q_heads // kv_heads, dim=1)
+    want = torch.nn.functional.scaled_dot_product_attention(q_all, k_all, v_all, is_causal=True, scale=0.3)
+    torch.testing.assert_close(torch.cat(outs, 1).double(), want.transpose(1, 2), rtol=1e-4, atol=2e-5)
+
+
+def test_strided_inputs_are_read_in_place():
+    """Hugging Face attention holds [B, H, S, D]; its transpose must give the same result."""
+    kernels.load_torch_ops()
+    q_bhsd = torch.randn(1, 4, 5, 16)
+    k_cache = torch.randn(1, 2, 12, 16).transpose(1, 2)  # a [B, C, H, D] view of [B, H, C, D]
+    v_cache = torch.randn(1, 2, 12, 16).transpose(1, 2)
+    got = kernels.ring_sdpa(q_bhsd.transpose(1, 2), k_cache, v_cache, 20, 7, 0.25, 0.0)
+    want = kernels.ring_sdpa(
+        q_bhsd.transpose(1, 2).contiguous(), k_cache.contiguous(), v_cache.contiguous(), 20, 7, 0.25, 0.0
+    )
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    k_new = torch.randn(1, 2, 3, 16)  # [B, H, S, D]
+    kernels.ring_update_cache(k_new.transpose(1, 2), k_cache, 25)
+    torch.testing.assert_close(k_cache[:, [1, 2, 3]], k_new.transpose(1, 2), rtol=0, atol=0)
+
+
+def test_threads_do_not_change_results():
+    kernels.load_torch_ops()
+    q = torch.randn(2, 9, 8, 32)
+    k_cache, v_cache = torch.randn(2, 16, 2, 32), torch.randn(2, 16, 2, 32)
+    one = kernels.ring_sdpa(q, k_cache, v_cache, 40, 12, 0.2, 3.0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        two = kernels.ring_sdpa(q, k_cache, v_cache, 40, 12, 0.2, 3.0)
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(one, two, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            (torch.randn(1, 2, 3, 8), torch.randn(1, 4, 2, 8), torch.randn(1, 4, 2, 8), 0),
+            "multiple of kv heads",
+        ),
+        ((torch.randn(1, 2, 4, 8), torch.randn(1, 4, 2, 8), torch.randn(1, 5, 2, 8), 0), "same shape"),
+        ((torch.randn(1, 2, 4, 8), torch.randn(1, 4, 2, 4), torch.randn(1, 4, 2, 4), 0), "head dim"),
+        ((torch.randn(1, 2, 4, 8), torch.randn(1, 4, 2, 8), torch.randn(1, 4, 2, 8), -1), "start_pos"),
+        ((torch.randn(1, 2, 4, 8).double(), torch.randn(1, 4, 2, 8), torch.randn(1, 4, 2, 8), 0), "float32"),
+    ],
+)
+def test_ring_sdpa_rejects_bad_arguments(args, message):
+    kernels.load_torch_ops()
+    with pytest.raises(RuntimeError, match=message):
+        torch.ops.eo.ring_sdpa(*args, 4, 1.0, 0.0)
+
+
+def test_ring_update_rejects_bad_arguments():
+    kernels.load_torch_ops()
+    with pytest.raises(RuntimeError, match="agree in B, H and D"):
+        torch.ops.eo.ring_update_cache(torch.randn(1, 2, 3, 8), torch.zeros(1, 4, 2, 8), 0)
+    with pytest.raises(RuntimeError, match="start_pos"):
+        torch.ops.eo.ring_update_cache(torch.randn(1, 2, 2, 8), torch.zeros(1, 4, 2, 8), -3)
+    with pytest.raises(RuntimeError, match="float32"):
+        torch.ops.eo.ring_update_cache(torch.randn(1, 2, 2, 8), torch.zeros(1, 4, 2, 8, dtype=torch.int32), 0)
+
+
+def test_meta_kernels_give_shapes():
+    kernels.load_torch_ops()
+    q = torch.empty(2, 5, 8, 16, device="meta")
+    k = torch.empty(2, 12, 2, 16, device="meta")
+    assert torch.ops.eo.ring_sdpa(q, k, k, 3, 4, 1.0, 0.0).shape == (2, 5, 8, 16)
+    end = torch.ops.eo.ring_update_cache(torch.empty(2, 5, 2, 16, device="meta"), k, 3)
+    assert end.shape == (1,) and end.dtype == torch.int64
+
+
+def test_build_info_module():
+    info = kernels.build_info()
+    assert info["et_kernels_use_threadpool"] is True
+    assert info["optimized"] is True
+    assert {
+        "eo::ring_update_cache",
+        "eo::ring_update_cache.out",
+        "eo::ring_sdpa",
+        "eo::ring_sdpa.out",
+    } <= set(info["ops"])
+    kernels.load_torch_ops()
+    for schema in info["schemas"]:
+        name = schema.split("(")[0].removeprefix("eo::")
+        op, _, overload = name.partition(".")
+        assert str(getattr(torch.ops.eo, op).__getattr__(overload or "default")._schema) == schema
+
+
+def test_slot_positions_follow_the_ring_contract():
+    from executorch_optimum.kernels import _eo_kernels_info as info
+
+    assert info.slot_positions(0, 4) == [-1, -1, -1, -1]
+    assert info.slot_positions(3, 4) == [0, 1, 2, -1]
+    assert info.slot_positions(10, 4) == [8, 9, 6, 7]
+    ref = RingReference(1, 5, 1, 1)
+    for pos in range(23):
+        ref.update(pos, torch.zeros(1, 1, 1, 1), torch.zeros(1, 1, 1, 1))
+        assert info.slot_positions(pos + 1, 5) == ref.slot_pos
+    assert info.attended_range(pos=9, end=10, capacity=4, window=3) == (7, 9)
+    assert info.attended_range(pos=9, end=10, capacity=4, window=0) == (6, 9)
