@@ -109,9 +109,13 @@ class ETCustomHybridCache(ETCacheBase):
         layers: list[ETFullLayer] = []
         for window in layer_windows(config):
             if window is None or window >= max_cache_len:
-                layers.append(ETFullLayer(positions, max_batch_size, max_cache_len, kv_heads, head_dim, dtype))
+                layers.append(
+                    ETFullLayer(positions, max_batch_size, max_cache_len, kv_heads, head_dim, dtype)
+                )
             else:
-                layers.append(ETRingLayer(positions, max_batch_size, window, max_chunk, kv_heads, head_dim, dtype))
+                layers.append(
+                    ETRingLayer(positions, max_batch_size, window, max_chunk, kv_heads, head_dim, dtype)
+                )
         super().__init__(layers, positions, max_cache_len)
         self.max_chunk = max_chunk
 

@@ -58,7 +58,9 @@ class CausalLMExportableModule(torch.nn.Module):
             )
         max_context_len = max_context_len or _default_context(model)
         if not 1 <= max_seq_len <= max_context_len:
-            raise ValueError(f"max_seq_len must be in [1, max_context_len={max_context_len}], got {max_seq_len}")
+            raise ValueError(
+                f"max_seq_len must be in [1, max_context_len={max_context_len}], got {max_seq_len}"
+            )
         self.model = model.eval()
         self.max_seq_len = max_seq_len
         self.max_context_len = max_context_len
@@ -74,6 +76,11 @@ class CausalLMExportableModule(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, cache_position: torch.Tensor) -> torch.Tensor:
         self.cache.set_cache_position(cache_position)
+        end = self.cache.positions.start() + input_ids.shape[1]
+        torch._check(
+            end <= self.max_context_len,
+            lambda: f"context full: positions up to {end} exceed max_context_len={self.max_context_len}",
+        )
         outputs = self.model(
             input_ids=input_ids,
             position_ids=cache_position.unsqueeze(0),

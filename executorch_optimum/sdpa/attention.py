@@ -16,8 +16,7 @@ import torch
 from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  (registers llama::*)
 from transformers import AttentionInterface
 
-from executorch_optimum.caches import ETFullLayer, ETRingLayer
-from executorch_optimum.caches import ETCacheBase
+from executorch_optimum.caches import ETCacheBase, ETFullLayer, ETRingLayer
 
 AttentionFn = Callable[..., tuple[torch.Tensor, None]]
 _names = itertools.count()
@@ -123,5 +122,7 @@ def get_custom_sdpa_for_ring_kv_cache(exportable_module: torch.nn.Module) -> Att
     """Attention for a module whose cache may hold ring-buffer (sliding) layers."""
     cache = getattr(exportable_module, "cache", None)
     if not isinstance(cache, ETCacheBase):
-        raise TypeError("expected an exportable module with an ETCustomStaticCache/ETCustomHybridCache `.cache`")
+        raise TypeError(
+            "expected an exportable module with an ETCustomStaticCache/ETCustomHybridCache `.cache`"
+        )
     return make_attention(cache, use_custom_sdpa=True)

@@ -35,7 +35,9 @@ def test_graph_has_custom_ops_and_no_window_cap(arch):
     targets = [str(n.target) for n in program.graph.nodes if n.op == "call_function"]
     layers = model.config.num_hidden_layers
     assert targets.count("llama.custom_sdpa.default") == layers
-    updates = targets.count("llama.update_cache.default") + targets.count("llama.update_cache_with_indices.default")
+    updates = targets.count("llama.update_cache.default") + targets.count(
+        "llama.update_cache_with_indices.default"
+    )
     assert updates == 2 * layers
     # The sequence dimension keeps its full range: no guard capped it at a window.
     seq_ranges = [r for r in program.range_constraints.values() if r.lower == 1]
