@@ -1,31 +1,167 @@
 """`bazel run //tools:export`: export a Hugging Face checkpoint to an ExecuTorch .pte.
 
-Thin command line over the library; the pipeline itself lands with the exporter work.
+A thin command line over `executorch_optimum.export`. With no --model it exports the
+embedded default (SmolLM2-135M's config, random weights) so it works on a fresh machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _workspace_path(path: str) -> Path:
+    """Relative paths are relative to where the user ran `bazel run`, not the runfiles."""
+    base = os.environ.get("BUILD_WORKING_DIRECTORY", os.getcwd())
+    return Path(base, path).resolve() if not os.path.isabs(path) else Path(path)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    p = argparse.ArgumentParser(
         prog="bazel run //tools:export --",
-        description="Export a Hugging Face checkpoint directory to an ExecuTorch .pte program.",
+        description="Export a Hugging Face checkpoint directory to an ExecuTorch .pte program "
+        "(XNNPACK, our KV caches and custom SDPA).",
     )
-    parser.add_argument("--model", metavar="DIR", help="checkpoint directory (config.json + *.safetensors)")
-    parser.add_argument("--task", default="text-generation", help="what to export (default: %(default)s)")
-    parser.add_argument("--recipe", default="xnnpack", help="lowering recipe (default: %(default)s)")
-    parser.add_argument("--output_dir", metavar="DIR", help="where to write model.pte")
-    return parser
+    p.add_argument(
+        "--model",
+        metavar="DIR",
+        help="checkpoint directory: config.json + *.safetensors "
+        "(default: the embedded SmolLM2-135M config with RANDOM weights)",
+    )
+    p.add_argument("--task", default="text-generation", help="what to export (default: %(default)s)")
+    p.add_argument("--recipe", default="xnnpack", help="lowering recipe (default: %(default)s)")
+    p.add_argument(
+        "--use_custom_sdpa",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="ExecuTorch's fused SDPA op (default: on)",
+    )
+    p.add_argument(
+        "--use_custom_kv_cache",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="ExecuTorch's in-place KV caches, ring buffers for sliding layers (default: on)",
+    )
+    p.add_argument(
+        "--qlinear",
+        choices=["8da4w", "8da8w", "4w", "8w"],
+        help="quantize linear layers (8da = 8-bit dynamic activations; 4w/8w = weight bits)",
+    )
+    p.add_argument(
+        "--qlinear_group_size",
+        type=int,
+        default=32,
+        metavar="N",
+        help="group size for --qlinear; 0 = per channel (default: %(default)s)",
+    )
+    p.add_argument("--qembedding", choices=["8w", "4w"], help="quantize the embedding table")
+    p.add_argument(
+        "--qembedding_group_size",
+        type=int,
+        default=0,
+        metavar="N",
+        help="group size for --qembedding; 0 = per channel (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max_seq_len",
+        type=int,
+        default=128,
+        metavar="N",
+        help="most tokens one forward call takes, i.e. the prefill chunk (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max_context_len",
+        type=int,
+        metavar="N",
+        help="tokens the KV cache holds, prompt + generation (default: model limit, at most 2048)",
+    )
+    p.add_argument("--dtype", default="float32", help="weights and activations dtype (default: %(default)s)")
+    p.add_argument("--output_dir", metavar="DIR", help="write DIR/model.pte (default: current directory)")
+    p.add_argument("--output", metavar="FILE", help="write exactly this .pte (overrides --output_dir)")
+    p.add_argument("--report", metavar="FILE", help="also write the JSON report (metadata, delegation)")
+    p.add_argument(
+        "--allow_pickle",
+        action="store_true",
+        help="load *.bin/*.pt pickle weights (they can run code when loaded: trusted files only)",
+    )
+    p.add_argument(
+        "--full_logits",
+        action="store_true",
+        help="return logits for every position, not only the last (slower prefill)",
+    )
+    return p
+
+
+def _options(args: argparse.Namespace, model_dir: Path):  # noqa: ANN202 (lazy import of ExportOptions)
+    from executorch_optimum.export import ExportOptions
+
+    if args.output:
+        output = _workspace_path(args.output)
+    else:
+        output = _workspace_path(args.output_dir or ".") / "model.pte"
+    return ExportOptions(
+        model_dir=model_dir,
+        output=output,
+        task=args.task,
+        recipe=args.recipe,
+        use_custom_sdpa=args.use_custom_sdpa,
+        use_custom_kv_cache=args.use_custom_kv_cache,
+        qlinear=args.qlinear,
+        qlinear_group_size=args.qlinear_group_size,
+        qembedding=args.qembedding,
+        qembedding_group_size=args.qembedding_group_size,
+        max_seq_len=args.max_seq_len,
+        max_context_len=args.max_context_len,
+        dtype=args.dtype,
+        allow_pickle=args.allow_pickle,
+        report=_workspace_path(args.report) if args.report else None,
+        last_logits_only=not args.full_logits,
+    )
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    parser.parse_args(argv)
-    parser.print_help()
-    print("\nThe export pipeline is not built yet; this command prints its interface only.")
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from executorch_optimum.export import ExportError, export_model, validate
+
+    start = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory(prefix="eo_export_") as scratch:
+            if args.model:
+                model_dir = _workspace_path(args.model)
+            else:
+                validate(_options(args, Path(scratch)), check_model_dir=False)
+                from executorch_optimum.default_model import write_default_checkpoint
+
+                _say(
+                    "No --model given: exporting the embedded default, SmolLM2-135M's config with RANDOM "
+                    "weights (the program runs, its text is gibberish)."
+                )
+                model_dir = write_default_checkpoint(Path(scratch) / "default")
+            options = _options(args, model_dir)
+            result = export_model(options, progress=_say)
+            if not args.model:
+                tokenizer = options.output.with_name(options.output.stem + ".tokenizer.json")
+                tokenizer.write_bytes((model_dir / "tokenizer.json").read_bytes())
+                _say(f"tokenizer: {tokenizer}")
+    except ExportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: no output written", file=sys.stderr)
+        return 130
+    _say("")
+    _say(f"wrote {result.pte} ({result.size_bytes / 1e6:.1f} MB) in {time.perf_counter() - start:.0f} s")
+    _say("metadata: " + ", ".join(f"{k}={v}" for k, v in sorted(result.metadata.items())))
+    _say(result.delegation)
     return 0
 
 

@@ -90,6 +90,26 @@ class CausalLMExportableModule(torch.nn.Module):
         )
         return outputs.logits
 
+    def metadata(self) -> dict[str, int | bool | float | str | list[int]]:
+        """What ExecuTorch's text runner reads from the program (constant methods)."""
+        from executorch_optimum.utils import save_config_to_constant_methods
+
+        windows = [
+            layer.sliding_window for layer in self.cache.layers if getattr(layer, "sliding_window", None)
+        ]
+        overrides: dict[str, int | bool] = {
+            "get_max_seq_len": self.max_seq_len,
+            "get_max_context_len": self.max_context_len,
+            "use_kv_cache": True,
+            "use_sdpa_with_kv_cache": self.use_custom_sdpa,
+            "enable_dynamic_shape": self.max_seq_len > 1,
+        }
+        if windows:
+            overrides["sliding_window"] = min(windows)
+        return save_config_to_constant_methods(
+            self.model.config, getattr(self.model, "generation_config", None), **overrides
+        )
+
     def example_inputs(self, seq_len: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
         seq_len = min(seq_len, self.max_seq_len)
         return torch.zeros((1, seq_len), dtype=torch.long), torch.arange(seq_len, dtype=torch.long)

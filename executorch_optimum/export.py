@@ -1,0 +1,225 @@
+"""The whole pipeline as one call: checkpoint directory + options -> .pte + report.
+
+load (safetensors only) -> quantize (torchao) -> wrap (our caches + SDPA) -> torch.export
+-> XNNPACK lowering -> serialise, each phase timed and reported through `progress`.
+Outputs are written atomically: a failed or interrupted export leaves no file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+TASKS = ("text-generation",)
+RECIPES = ("xnnpack",)
+DTYPES = {"float32": torch.float32, "fp32": torch.float32}
+# model_type -> covered by the parity tests
+SUPPORTED_ARCHITECTURES = ("gemma", "gemma2", "gemma3_text", "llama", "mistral", "phi3", "qwen2", "qwen3")
+MAX_SEQ_LEN_RANGE = (1, 32768)
+
+
+class ExportError(Exception):
+    """Bad input or an unsupported request: one line for the user, no traceback."""
+
+
+@dataclass
+class ExportOptions:
+    model_dir: Path
+    output: Path
+    task: str = "text-generation"
+    recipe: str = "xnnpack"
+    use_custom_sdpa: bool = True
+    use_custom_kv_cache: bool = True
+    qlinear: str | None = None
+    qlinear_group_size: int = 32
+    qembedding: str | None = None
+    qembedding_group_size: int = 0
+    max_seq_len: int = 128
+    max_context_len: int | None = None
+    dtype: str = "float32"
+    allow_pickle: bool = False
+    report: Path | None = None
+    last_logits_only: bool = True
+
+
+@dataclass
+class ExportResult:
+    pte: Path
+    size_bytes: int
+    metadata: dict
+    delegation: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+Progress = Callable[[str], None]
+
+
+@contextmanager
+def _phase(name: str, timings: dict[str, float], progress: Progress) -> Iterator[None]:
+    progress(f"[{name}] ...")
+    start = time.perf_counter()
+    yield
+    timings[name] = round(time.perf_counter() - start, 3)
+    progress(f"[{name}] done in {timings[name]:.1f} s")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def validate(options: ExportOptions, check_model_dir: bool = True) -> None:
+    """Every check that needs no model: bad input fails before any work."""
+    if options.task not in TASKS:
+        raise ExportError(f"unsupported task '{options.task}' (supported: {', '.join(TASKS)})")
+    if options.recipe not in RECIPES:
+        raise ExportError(f"unsupported recipe '{options.recipe}' (supported: {', '.join(RECIPES)})")
+    if options.dtype not in DTYPES:
+        raise ExportError(f"unsupported dtype '{options.dtype}' (supported: {', '.join(DTYPES)})")
+    low, high = MAX_SEQ_LEN_RANGE
+    if not low <= options.max_seq_len <= high:
+        raise ExportError(f"--max_seq_len must be in [{low}, {high}], got {options.max_seq_len}")
+    if options.max_context_len is not None and options.max_context_len < options.max_seq_len:
+        raise ExportError(
+            f"--max_context_len ({options.max_context_len}) must be >= --max_seq_len ({options.max_seq_len})"
+        )
+    if not options.use_custom_kv_cache:
+        raise ExportError("--use_custom_kv_cache is required: the ExecuTorch caches are what update in place")
+    _validate_output(options.output)
+    if options.report is not None:
+        _validate_output(options.report)
+    _validate_quantization(options)
+    if check_model_dir:
+        _validate_model_dir(options)
+
+
+def _validate_model_dir(options: ExportOptions) -> None:
+    model_dir = options.model_dir
+    if not model_dir.is_dir():
+        raise ExportError(f"model directory not found: {model_dir}")
+    if not (model_dir / "config.json").is_file():
+        raise ExportError(f"no config.json in {model_dir}")
+    if not list(model_dir.glob("*.safetensors")):
+        pickles = list(model_dir.glob("*.bin")) + list(model_dir.glob("*.pt"))
+        if pickles and not options.allow_pickle:
+            raise ExportError(
+                f"{model_dir} holds only pickle weights ({pickles[0].name}); they can run code when loaded. "
+                "Convert them to safetensors, or pass --allow_pickle if you trust them"
+            )
+        if not pickles:
+            raise ExportError(f"no *.safetensors weights in {model_dir}")
+
+
+def _validate_output(path: Path) -> None:
+    if path.is_dir():
+        raise ExportError(f"output is a directory, expected a file path: {path}")
+    out_dir = path.parent
+    probe = out_dir if out_dir.exists() else next((p for p in out_dir.parents if p.exists()), Path("/"))
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise ExportError(f"output directory is not writable: {out_dir}")
+
+
+def _validate_quantization(options: ExportOptions) -> None:
+    if options.qlinear or options.qembedding:
+        from executorch_optimum.xnnpack import QuantizationConfig
+
+        try:
+            QuantizationConfig(
+                qlinear=options.qlinear,
+                qlinear_group_size=options.qlinear_group_size,
+                qembedding=options.qembedding,
+                qembedding_group_size=options.qembedding_group_size,
+            ).validate()
+        except ValueError as err:
+            raise ExportError(str(err)) from None
+
+
+def _load_model(options: ExportOptions) -> torch.nn.Module:
+    import transformers
+
+    try:
+        config = transformers.AutoConfig.from_pretrained(options.model_dir, local_files_only=True)
+    except (ValueError, OSError, KeyError) as err:
+        raise ExportError(f"cannot read {options.model_dir / 'config.json'}: {err}") from None
+    model_type = getattr(config, "model_type", "?")
+    if model_type not in SUPPORTED_ARCHITECTURES:
+        raise ExportError(
+            f"unsupported architecture '{model_type}' for {options.task} "
+            f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)})"
+        )
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        options.model_dir,
+        local_files_only=True,
+        use_safetensors=not options.allow_pickle,
+        dtype=DTYPES[options.dtype],
+        attn_implementation="eager",
+    )
+    return model.eval()
+
+
+def export_model(options: ExportOptions, progress: Progress = print) -> ExportResult:
+    """Runs the pipeline; raises ExportError for bad input (before any output exists)."""
+    validate(options)
+    from executorch_optimum.modules import CausalLMExportableModule
+    from executorch_optimum.xnnpack import QuantizationConfig, export_to_executorch_with_xnnpack
+
+    timings: dict[str, float] = {}
+    with _phase("load", timings, progress):
+        model = _load_model(options)
+    quantize = None
+    if options.qlinear or options.qembedding:
+        quantize = QuantizationConfig(
+            qlinear=options.qlinear,
+            qlinear_group_size=options.qlinear_group_size,
+            qembedding=options.qembedding,
+            qembedding_group_size=options.qembedding_group_size,
+        )
+        with _phase("quantize", timings, progress):
+            try:
+                quantize.check_model(model)
+            except ValueError as err:
+                raise ExportError(str(err)) from None
+            from executorch_optimum.xnnpack import apply_quantization_
+
+            apply_quantization_(model, quantize)
+    with _phase("wrap", timings, progress):
+        module = CausalLMExportableModule(
+            model,
+            max_seq_len=options.max_seq_len,
+            max_context_len=options.max_context_len,
+            use_custom_kv_cache=options.use_custom_kv_cache,
+            use_custom_sdpa=options.use_custom_sdpa,
+            last_logits_only=options.last_logits_only,
+        )
+    with _phase("export+lower", timings, progress):
+        lowered = export_to_executorch_with_xnnpack(module)
+    with _phase("serialise", timings, progress):
+        data = lowered.buffer
+        _atomic_write(options.output, data)
+    report = {
+        "pte": options.output.name,
+        "size_bytes": len(data),
+        "metadata": lowered.metadata,
+        "delegation": json.loads(lowered.report.to_json()),
+        "options": {
+            k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items() if k != "report"
+        },
+    }
+    if options.report is not None:
+        _atomic_write(options.report, (json.dumps(report, indent=2, sort_keys=True) + "\n").encode())
+    return ExportResult(options.output, len(data), lowered.metadata, lowered.report.to_table(), timings)
