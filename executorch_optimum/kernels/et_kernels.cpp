@@ -104,11 +104,10 @@ Tensor& ring_sdpa_out(KernelRuntimeContext& ctx, const Tensor& query, const Tens
                       "eo::ring_sdpa: out must be contiguous");
   const eo::core::RingSdpaShape sh{qs[0], qs[1], qs[2], ks[2], qs[3], ks[1]};
   bool ok = true;
+  const int64_t threads = std::max<int64_t>(1, executorch::extension::get_thread_count());
   eo::core::ring_sdpa(query.const_data_ptr<float>(), strides3(query), k_cache.const_data_ptr<float>(),
                       strides3(k_cache), v_cache.const_data_ptr<float>(), strides3(v_cache),
-                      out.mutable_data_ptr<float>(), sh, p, [&ok](int64_t n, const auto& fn) {
-                        const int64_t threads =
-                            std::max<int64_t>(1, executorch::extension::get_thread_count());
+                      out.mutable_data_ptr<float>(), sh, p, threads, [&ok, threads](int64_t n, const auto& fn) {
                         const int64_t grain = std::max<int64_t>(1, n / (4 * threads));
                         ok = executorch::extension::parallel_for(0, n, grain, fn);
                       });

@@ -133,7 +133,7 @@ at::Tensor& ring_sdpa_out(const at::Tensor& query, const at::Tensor& k_cache, co
   const eo::core::RingSdpaShape sh{q.size(0), q.size(1), q.size(2), k.size(2), q.size(3), k.size(1)};
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
   eo::core::ring_sdpa(q.const_data_ptr<float>(), strides3(q), k.const_data_ptr<float>(), strides3(k),
-                      v.const_data_ptr<float>(), strides3(v), out.mutable_data_ptr<float>(), sh, p,
+                      v.const_data_ptr<float>(), strides3(v), out.mutable_data_ptr<float>(), sh, p, threads,
                       [threads](int64_t n, const auto& fn) {
                         const int64_t grain = std::max<int64_t>(1, n / (4 * threads));
                         at::parallel_for(0, n, grain, fn);

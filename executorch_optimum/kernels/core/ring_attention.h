@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 namespace eo::core {
 
@@ -29,7 +30,7 @@ struct Strides3 {
   int64_t h;
 };
 
-// Largest head dim the attention kernel accepts (its per-query accumulator lives on the stack).
+// Largest head dim the attention kernel accepts.
 inline constexpr int64_t kMaxHeadDim = 1024;
 
 // Absolute position held by ring slot `slot` (0 <= slot < capacity) once positions [0, end)
@@ -126,78 +127,6 @@ inline const char* check_ring_sdpa(int64_t q_dims, int64_t k_dims, int64_t v_dim
   return nullptr;
 }
 
-namespace detail {
-
-inline float dot(const float* a, const float* b, int64_t n) {
-  // Eight independent partial sums let the compiler vectorise without reassociation flags.
-  float s[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-  int64_t d = 0;
-  for (; d + 8 <= n; d += 8) {
-    for (int u = 0; u < 8; ++u) {
-      s[u] += a[d + u] * b[d + u];
-    }
-  }
-  float r = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-  for (; d < n; ++d) {
-    r += a[d] * b[d];
-  }
-  return r;
-}
-
-// Attention of one query row over the positions [lo, hi] of the ring (online softmax).
-inline void attend_one(const float* qrow, const float* k, const float* v, Strides3 ks, Strides3 vs,
-                       int64_t b, int64_t hkv, int64_t D, int64_t C, int64_t lo, int64_t hi,
-                       const RingSdpaParams& p, float* orow) {
-  constexpr int64_t kBlock = 64;
-  float acc[kMaxHeadDim];
-  float scores[kBlock];
-  std::fill(acc, acc + D, 0.0f);
-  float m = -std::numeric_limits<float>::infinity();
-  float l = 0.0f;
-  const float* kbase = k + b * ks.b + hkv * ks.h;
-  const float* vbase = v + b * vs.b + hkv * vs.h;
-  for (int64_t t0 = lo; t0 <= hi; t0 += kBlock) {
-    const int64_t n = std::min(kBlock, hi - t0 + 1);
-    const int64_t slot0 = t0 % C;
-    float block_max = -std::numeric_limits<float>::infinity();
-    int64_t slot = slot0;
-    for (int64_t j = 0; j < n; ++j) {
-      float s = p.scale * dot(qrow, kbase + slot * ks.s, D);
-      if (p.softcap > 0.0f) {
-        s = p.softcap * std::tanh(s / p.softcap);
-      }
-      scores[j] = s;
-      block_max = std::max(block_max, s);
-      slot = slot + 1 == C ? 0 : slot + 1;
-    }
-    const float new_m = std::max(m, block_max);
-    if (l > 0.0f) {
-      const float corr = std::exp(m - new_m);
-      l *= corr;
-      for (int64_t d = 0; d < D; ++d) {
-        acc[d] *= corr;
-      }
-    }
-    slot = slot0;
-    for (int64_t j = 0; j < n; ++j) {
-      const float w = std::exp(scores[j] - new_m);
-      l += w;
-      const float* vrow = vbase + slot * vs.s;
-      for (int64_t d = 0; d < D; ++d) {
-        acc[d] += w * vrow[d];
-      }
-      slot = slot + 1 == C ? 0 : slot + 1;
-    }
-    m = new_m;
-  }
-  const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-  for (int64_t d = 0; d < D; ++d) {
-    orow[d] = acc[d] * inv;
-  }
-}
-
-}  // namespace detail
-
 // First absolute key position query `pos` attends to; it attends to [ring_window_lo(...), pos].
 // Empty (lo > pos) only when pos itself was overwritten within the call (S > C).
 inline int64_t ring_window_lo(int64_t pos, int64_t end, int64_t capacity, int64_t window) {
@@ -208,30 +137,275 @@ inline int64_t ring_window_lo(int64_t pos, int64_t end, int64_t capacity, int64_
   return lo;
 }
 
+namespace detail {
+
+#if !defined(__GNUC__) && !defined(__clang__)
+#error "eo kernels use GCC/Clang vector extensions"
+#endif
+
+// Four floats: one SSE or NEON register. Loops step eight floats as two of them (more
+// independent accumulators), with a scalar tail for head dims that are not multiples of 8.
+typedef float vf4 __attribute__((vector_size(16)));
+
+inline vf4 load4(const float* p) {
+  vf4 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+inline void store4(float* p, vf4 v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+
+inline float hsum(vf4 a, vf4 b) {
+  const vf4 v = a + b;
+  return (v[0] + v[1]) + (v[2] + v[3]);
+}
+
+inline constexpr int64_t kKeyBlock = 64;  // keys per online-softmax step
+inline constexpr int64_t kRowTarget = 8;  // query rows sharing one pass over the keys
+
+// out[r] = <q[r], k> for four query rows (rows may repeat to pad a short group).
+inline void dot4(const float* const* q, const float* k, int64_t D, float* out) {
+  vf4 a0 = {}, a1 = {}, a2 = {}, a3 = {}, b0 = {}, b1 = {}, b2 = {}, b3 = {};
+  int64_t d = 0;
+  for (; d + 8 <= D; d += 8) {
+    const vf4 k0 = load4(k + d);
+    const vf4 k1 = load4(k + d + 4);
+    a0 += load4(q[0] + d) * k0;
+    b0 += load4(q[0] + d + 4) * k1;
+    a1 += load4(q[1] + d) * k0;
+    b1 += load4(q[1] + d + 4) * k1;
+    a2 += load4(q[2] + d) * k0;
+    b2 += load4(q[2] + d + 4) * k1;
+    a3 += load4(q[3] + d) * k0;
+    b3 += load4(q[3] + d + 4) * k1;
+  }
+  float s0 = hsum(a0, b0), s1 = hsum(a1, b1), s2 = hsum(a2, b2), s3 = hsum(a3, b3);
+  for (; d < D; ++d) {
+    s0 += q[0][d] * k[d];
+    s1 += q[1][d] * k[d];
+    s2 += q[2][d] * k[d];
+    s3 += q[3][d] * k[d];
+  }
+  out[0] = s0;
+  out[1] = s1;
+  out[2] = s2;
+  out[3] = s3;
+}
+
+// acc[r] += sum_j w[r][j] * v[j] for four rows, keys j in [ja, jb].
+inline void axpy4(float* const* acc, const float* const* w, const float* const* vrows, int64_t ja, int64_t jb,
+                  int64_t D) {
+  int64_t d = 0;
+  for (; d + 8 <= D; d += 8) {
+    vf4 a0 = load4(acc[0] + d), a1 = load4(acc[1] + d), a2 = load4(acc[2] + d), a3 = load4(acc[3] + d);
+    vf4 b0 = load4(acc[0] + d + 4), b1 = load4(acc[1] + d + 4), b2 = load4(acc[2] + d + 4),
+        b3 = load4(acc[3] + d + 4);
+    for (int64_t j = ja; j <= jb; ++j) {
+      const vf4 v0 = load4(vrows[j] + d);
+      const vf4 v1 = load4(vrows[j] + d + 4);
+      const float w0 = w[0][j], w1 = w[1][j], w2 = w[2][j], w3 = w[3][j];
+      a0 += w0 * v0;
+      b0 += w0 * v1;
+      a1 += w1 * v0;
+      b1 += w1 * v1;
+      a2 += w2 * v0;
+      b2 += w2 * v1;
+      a3 += w3 * v0;
+      b3 += w3 * v1;
+    }
+    store4(acc[0] + d, a0);
+    store4(acc[1] + d, a1);
+    store4(acc[2] + d, a2);
+    store4(acc[3] + d, a3);
+    store4(acc[0] + d + 4, b0);
+    store4(acc[1] + d + 4, b1);
+    store4(acc[2] + d + 4, b2);
+    store4(acc[3] + d + 4, b3);
+  }
+  for (; d < D; ++d) {
+    for (int64_t j = ja; j <= jb; ++j) {
+      for (int r = 0; r < 4; ++r) {
+        acc[r][d] += w[r][j] * vrows[j][d];
+      }
+    }
+  }
+}
+
+// One work item: `rows` query rows (a tile of queries x a subgroup of the query heads that share
+// kv head `hkv`) against their key intervals, with an online softmax per row.
+struct RowSet {
+  std::vector<const float*> q;  // query row pointers (padded to a multiple of 4)
+  std::vector<float*> out;      // output row pointers (null for padding)
+  std::vector<int64_t> lo, hi;  // inclusive absolute key positions each row attends to
+  std::vector<float> acc, scores, m, l;
+  std::vector<const float*> krows, vrows;
+};
+
+inline void attend_rows(RowSet& rs, int64_t rows, const float* kbase, const float* vbase, int64_t k_step,
+                        int64_t v_step, int64_t D, int64_t C, const RingSdpaParams& p) {
+  const int64_t padded = (rows + 3) / 4 * 4;
+  rs.acc.assign(static_cast<std::size_t>(padded * D), 0.0f);
+  rs.scores.assign(static_cast<std::size_t>(padded * kKeyBlock), 0.0f);
+  rs.m.assign(static_cast<std::size_t>(padded), -std::numeric_limits<float>::infinity());
+  rs.l.assign(static_cast<std::size_t>(padded), 0.0f);
+  rs.krows.resize(kKeyBlock);
+  rs.vrows.resize(kKeyBlock);
+  int64_t first = std::numeric_limits<int64_t>::max();
+  int64_t last = std::numeric_limits<int64_t>::min();
+  for (int64_t r = 0; r < rows; ++r) {
+    if (rs.lo[r] <= rs.hi[r]) {
+      first = std::min(first, rs.lo[r]);
+      last = std::max(last, rs.hi[r]);
+    }
+  }
+  for (int64_t t0 = first; t0 <= last; t0 += kKeyBlock) {
+    const int64_t n = std::min(kKeyBlock, last - t0 + 1);
+    int64_t slot = t0 % C;
+    for (int64_t j = 0; j < n; ++j) {
+      rs.krows[j] = kbase + slot * k_step;
+      rs.vrows[j] = vbase + slot * v_step;
+      slot = slot + 1 == C ? 0 : slot + 1;
+    }
+    for (int64_t r0 = 0; r0 < padded; r0 += 4) {
+      // Block-local key range [ja, jb] each row of this group of four attends to.
+      int64_t ja[4], jb[4];
+      int64_t ga = n, gb = -1;
+      for (int u = 0; u < 4; ++u) {
+        const int64_t r = r0 + u;
+        ja[u] = r < rows ? std::max<int64_t>(0, rs.lo[r] - t0) : n;
+        jb[u] = r < rows ? std::min<int64_t>(n - 1, rs.hi[r] - t0) : -1;
+        if (ja[u] <= jb[u]) {
+          ga = std::min(ga, ja[u]);
+          gb = std::max(gb, jb[u]);
+        }
+      }
+      if (ga > gb) {
+        continue;
+      }
+      const float* qrows[4];
+      float* srows[4];
+      float* arows[4];
+      for (int u = 0; u < 4; ++u) {
+        qrows[u] = rs.q[r0 + u];
+        srows[u] = rs.scores.data() + (r0 + u) * kKeyBlock;
+        arows[u] = rs.acc.data() + (r0 + u) * D;
+      }
+      for (int64_t j = ga; j <= gb; ++j) {
+        float s4[4];
+        dot4(qrows, rs.krows[j], D, s4);
+        for (int u = 0; u < 4; ++u) {
+          srows[u][j] = s4[u];
+        }
+      }
+      for (int u = 0; u < 4; ++u) {
+        float* s = srows[u];
+        const int64_t r = r0 + u;
+        if (ja[u] > jb[u]) {
+          std::fill(s + ga, s + gb + 1, 0.0f);  // no key for this row here: zero weights
+          continue;
+        }
+        float block_max = -std::numeric_limits<float>::infinity();
+        for (int64_t j = ja[u]; j <= jb[u]; ++j) {
+          float x = p.scale * s[j];
+          if (p.softcap > 0.0f) {
+            x = p.softcap * std::tanh(x / p.softcap);
+          }
+          s[j] = x;
+          block_max = std::max(block_max, x);
+        }
+        const float new_m = std::max(rs.m[r], block_max);
+        if (rs.l[r] > 0.0f && new_m > rs.m[r]) {
+          const float corr = std::exp(rs.m[r] - new_m);
+          rs.l[r] *= corr;
+          float* a = arows[u];
+          for (int64_t d = 0; d < D; ++d) {
+            a[d] *= corr;
+          }
+        }
+        rs.m[r] = new_m;
+        float sum = 0.0f;
+        for (int64_t j = ga; j <= gb; ++j) {
+          const bool in = j >= ja[u] && j <= jb[u];
+          const float w = in ? std::exp(s[j] - new_m) : 0.0f;
+          s[j] = w;
+          sum += w;
+        }
+        rs.l[r] += sum;
+      }
+      axpy4(arows, srows, rs.vrows.data(), ga, gb, D);
+    }
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const float inv = rs.l[r] > 0.0f ? 1.0f / rs.l[r] : 0.0f;
+    const float* a = rs.acc.data() + r * D;
+    for (int64_t d = 0; d < D; ++d) {
+      rs.out[r][d] = a[d] * inv;
+    }
+  }
+}
+
+}  // namespace detail
+
 // Sliding-window attention of S queries over a ring that already holds this call's keys (call
 // ring_update_cache first). Query i has absolute position pos = start_pos + i and attends to
 // exactly the positions q with pos - window < q <= pos that the ring holds, i.e.
 // max(0, end - C, pos - window + 1) <= q <= pos with end = start_pos + S. A query with no such
 // key (possible only when S > C) gets zeros. Output is [B, S, Hq, D] contiguous.
 //
-// `parallel_for(n, fn)` must call fn(begin, end) over disjoint ranges covering [0, n), in any
-// order and on any threads. Work items are (batch, query head, query row).
+// Work items are (batch, kv head, tile of queries, subgroup of the query heads sharing that kv
+// head): each reads its keys once for all its rows. `parallel_for(n, fn)` must call
+// fn(begin, end) over disjoint ranges covering [0, n), in any order and on any threads;
+// `threads` only shapes the split (more items when there are few heads, e.g. at decode).
 template <class ParallelFor>
 void ring_sdpa(const float* q, Strides3 qs, const float* k, Strides3 ks, const float* v, Strides3 vs,
-               float* out, const RingSdpaShape& sh, const RingSdpaParams& p, ParallelFor&& parallel_for) {
+               float* out, const RingSdpaShape& sh, const RingSdpaParams& p, int64_t threads,
+               ParallelFor&& parallel_for) {
   const int64_t group = sh.Hq / sh.Hkv;
   const int64_t end = p.start_pos + sh.S;
-  const int64_t units = sh.B * sh.Hq * sh.S;
+  const int64_t tile = std::max<int64_t>(1, detail::kRowTarget / group);
+  const int64_t tiles = (sh.S + tile - 1) / tile;
+  int64_t splits = 1;  // split a kv head's query heads when there is too little work otherwise
+  while (splits < group && sh.B * sh.Hkv * tiles * splits < threads) {
+    ++splits;
+  }
+  const int64_t sub = (group + splits - 1) / splits;
+  const int64_t units = sh.B * sh.Hkv * tiles * splits;
   parallel_for(units, [&](int64_t begin, int64_t stop) {
+    detail::RowSet rs;
     for (int64_t u = begin; u < stop; ++u) {
-      const int64_t i = u % sh.S;
-      const int64_t h = (u / sh.S) % sh.Hq;
-      const int64_t b = u / (sh.S * sh.Hq);
-      const int64_t pos = p.start_pos + i;
-      const int64_t lo = ring_window_lo(pos, end, sh.C, p.window);
-      float* orow = out + ((b * sh.S + i) * sh.Hq + h) * sh.D;
-      const float* qrow = q + b * qs.b + i * qs.s + h * qs.h;
-      detail::attend_one(qrow, k, v, ks, vs, b, h / group, sh.D, sh.C, lo, pos, p, orow);
+      const int64_t split = u % splits;
+      const int64_t t = (u / splits) % tiles;
+      const int64_t hkv = (u / (splits * tiles)) % sh.Hkv;
+      const int64_t b = u / (splits * tiles * sh.Hkv);
+      const int64_t h0 = hkv * group + split * sub;
+      const int64_t h1 = std::min(hkv * group + group, h0 + sub);
+      const int64_t i0 = t * tile;
+      const int64_t i1 = std::min(sh.S, i0 + tile);
+      rs.q.clear();
+      rs.out.clear();
+      rs.lo.clear();
+      rs.hi.clear();
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t pos = p.start_pos + i;
+        const int64_t lo = ring_window_lo(pos, end, sh.C, p.window);
+        for (int64_t h = h0; h < h1; ++h) {
+          rs.q.push_back(q + b * qs.b + i * qs.s + h * qs.h);
+          rs.out.push_back(out + ((b * sh.S + i) * sh.Hq + h) * sh.D);
+          rs.lo.push_back(lo);
+          rs.hi.push_back(pos);
+        }
+      }
+      const int64_t rows = static_cast<int64_t>(rs.q.size());
+      if (rows == 0) {
+        continue;
+      }
+      while (rs.q.size() % 4 != 0) {
+        rs.q.push_back(rs.q.back());  // padding rows: computed, never written out
+      }
+      detail::attend_rows(rs, rows, k + b * ks.b + hkv * ks.h, v + b * vs.b + hkv * vs.h, ks.s, vs.s, sh.D,
+                          sh.C, p);
     }
   });
 }
