@@ -29,14 +29,18 @@ def eo_py_binary(name, main, deps = [], requirements = [], **kwargs):
         **kwargs
     )
 
-def eo_py_test(name, src = None, deps = [], requirements = [], size = "medium", **kwargs):
-    """A pytest file as a hermetic py_test: offline, seeded, writes only to TEST_TMPDIR."""
+def eo_py_test(name, src = None, deps = [], requirements = [], size = "medium", test = "", pytest_args = [], **kwargs):
+    """A pytest file as a hermetic py_test: offline, seeded, writes only to TEST_TMPDIR.
+
+    `test` (e.g. "test_parity[llama]") or `pytest_args` (e.g. ["-k", "8da4w"]) let several
+    targets share one file, so slow cases run as separate, parallel, cached targets.
+    """
     src = src or name + ".py"
     py_test(
         name = name,
         srcs = [src, "//tests:pytest_main.py"],
         main = "//tests:pytest_main.py",
-        args = ["$(rootpath %s)" % src],
+        args = ["$(rootpath %s)%s" % (src, "::" + test if test else "")] + pytest_args,
         deps = deps + ["//tests/support"] + [requirement(r) for r in requirements + ["pytest"]],
         size = size,
         **kwargs
