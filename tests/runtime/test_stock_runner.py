@@ -1,0 +1,116 @@
+"""Our Generator and ExecuTorch's stock TextLLMRunner agree on the same .pte and tokenizer.
+
+This pins down the runner contract the metadata and the runtime follow: prompt chunking by
+get_max_seq_len, cache positions, greedy choice, and stopping on get_eos_ids.
+"""
+
+import pytest
+import torch
+from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from executorch_optimum.runtime import Generator
+from executorch_optimum.xnnpack import export_to_executorch_with_xnnpack
+
+CONTEXT, MAX_SEQ_LEN, HIDDEN = 64, 5, 32
+PROMPT = "the quick brown fox jumps over the lazy dog"
+
+
+def _train_tokenizer(path) -> Tokenizer:
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=["<eos>"]
+    )
+    corpus = [
+        "the quick brown fox jumps over the lazy dog",
+        "hello world, a tiny corpus for a tiny tokenizer",
+    ]
+    tokenizer.train_from_iterator(corpus * 20, trainer)
+    tokenizer.save(str(path))
+    return tokenizer
+
+
+class TinyLm(torch.nn.Module):
+    """Position-indexed cache model; logits outside `allowed` are pushed far down so every
+    generated token decodes to printable ASCII (the runner hands out text, not ids)."""
+
+    def __init__(self, vocab: int, allowed: list[int]) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab, HIDDEN)
+        self.pos = torch.nn.Embedding(CONTEXT, HIDDEN)
+        self.head = torch.nn.Linear(HIDDEN, vocab)
+        bias = torch.full((vocab,), -1e4)
+        bias[allowed] = 0.0
+        self.register_buffer("bias", bias)
+        self.register_buffer("k_cache", torch.zeros(CONTEXT, HIDDEN))
+        self.vocab = vocab
+
+    def forward(self, tokens: torch.Tensor, cache_position: torch.Tensor) -> torch.Tensor:
+        x = self.embed(tokens[0]) + self.pos(cache_position)
+        self.k_cache.index_copy_(0, cache_position, x)
+        visible = torch.arange(CONTEXT)[None, :] <= cache_position[:, None]
+        summed = torch.where(visible[:, :, None], self.k_cache[None], torch.zeros(())).sum(1)
+        context = summed / visible.sum(-1, keepdim=True)
+        return (self.head(torch.tanh(x + context)) + self.bias)[None]
+
+    def export(self) -> dict[str, torch.export.ExportedProgram]:
+        seq = torch.export.Dim("seq", min=1, max=MAX_SEQ_LEN)
+        example = (torch.zeros(1, 3, dtype=torch.long), torch.arange(3))
+        with torch.no_grad():
+            return {"forward": torch.export.export(self, example, dynamic_shapes=({1: seq}, {0: seq}))}
+
+    def metadata(self) -> dict:
+        return {
+            "get_max_seq_len": MAX_SEQ_LEN,
+            "get_max_context_len": CONTEXT,
+            "use_kv_cache": True,
+            "enable_dynamic_shape": True,
+            "get_eos_ids": [0],  # "<eos>", which the bias keeps from ever being chosen
+            "get_vocab_size": self.vocab,
+        }
+
+
+def _stock_runner_text(pte, tokenizer_path, max_new_tokens) -> list[str]:
+    pieces: list[str] = []
+    runner = TextLLMRunner(str(pte), str(tokenizer_path))
+    config = GenerationConfig(
+        echo=False, max_new_tokens=max_new_tokens, temperature=0.0, num_bos=0, num_eos=0
+    )
+    runner.generate(PROMPT, config, token_callback=pieces.append)
+    return pieces
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runner")
+    tokenizer_path = root / "tokenizer.json"
+    tokenizer = _train_tokenizer(tokenizer_path)
+    vocab = tokenizer.get_vocab_size()
+    allowed = [i for i in range(vocab) if tokenizer.decode([i]) and tokenizer.decode([i]).isascii()]
+    allowed = [i for i in allowed if tokenizer.decode([i]).isprintable()]
+    model = TinyLm(vocab, allowed).eval()
+    return root, tokenizer_path, tokenizer, model
+
+
+def test_greedy_text_and_eos_match_the_stock_runner(setup):
+    root, tokenizer_path, tokenizer, model = setup
+    prompt_ids = tokenizer.encode(PROMPT).ids
+    assert len(prompt_ids) > MAX_SEQ_LEN  # the prompt is prefilled in several chunks
+
+    pte = root / "model.pte"
+    pte.write_bytes(export_to_executorch_with_xnnpack(model).buffer)
+    ours = Generator(pte).generate(prompt_ids, max_new_tokens=16)
+    assert ours.stop_reason == "max_new_tokens"
+    theirs = _stock_runner_text(pte, tokenizer_path, 16)
+    assert theirs == [tokenizer.decode([t]) for t in ours.tokens]
+
+    # A program whose get_eos_ids names the 6th greedy token: both stop there, eos included.
+    eos = ours.tokens[5]
+    first = ours.tokens.index(eos)
+    pte_eos = root / "model_eos.pte"
+    pte_eos.write_bytes(export_to_executorch_with_xnnpack(model, metadata={"get_eos_ids": [eos]}).buffer)
+    ours_eos = Generator(pte_eos).generate(prompt_ids, max_new_tokens=16)
+    assert ours_eos.stop_reason == "eos" and ours_eos.tokens == ours.tokens[: first + 1]
+    assert _stock_runner_text(pte_eos, tokenizer_path, 16) == [tokenizer.decode([t]) for t in ours_eos.tokens]
