@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -35,6 +38,8 @@ CASES = {
     "gqa4_window_gt_chunk": Case(1, 8, 2, 64, 20, 16, 0.0, (7, 1, 1, 16, 1, 30, 1, 1, 4, 1, 13, 1)),
     "gqa2_window_gt_ring_odd_dim": Case(1, 2, 1, 24, 6, 10, 5.0, (3, 1, 1, 6, 1, 1, 2, 1, 11, 1, 1)),
     "window_one": Case(1, 2, 2, 8, 4, 1, 0.0, (3, 1, 5, 1, 1)),
+    "gqa4_head_dim_tail": Case(1, 4, 1, 20, 9, 4, 1.5, (6, 1, 1, 9, 1, 3, 1, 1)),
+    "tiny_head_dim_many_rows": Case(2, 3, 3, 6, 50, 40, 0.0, (45, 1, 1, 30, 1, 1)),
     "no_window_ring_wraps": Case(1, 4, 1, 8, 10, kernels.NO_WINDOW, 0.0, (4, 1, 12, 1, 1, 3)),
 }
 
@@ -152,10 +157,12 @@ def test_strided_inputs_are_read_in_place():
     torch.testing.assert_close(k_cache[:, [1, 2, 3]], k_new.transpose(1, 2), rtol=0, atol=0)
 
 
-def test_threads_do_not_change_results():
+@pytest.mark.parametrize(("batch", "seq", "q_heads", "kv_heads"), [(2, 9, 8, 2), (1, 1, 4, 1), (1, 3, 8, 1)])
+def test_threads_do_not_change_results(batch, seq, q_heads, kv_heads):
+    """Work splits differ with the thread count (e.g. query heads split at decode); bits do not."""
     kernels.load_torch_ops()
-    q = torch.randn(2, 9, 8, 32)
-    k_cache, v_cache = torch.randn(2, 16, 2, 32), torch.randn(2, 16, 2, 32)
+    q = torch.randn(batch, seq, q_heads, 32)
+    k_cache, v_cache = torch.randn(batch, 16, kv_heads, 32), torch.randn(batch, 16, kv_heads, 32)
     one = kernels.ring_sdpa(q, k_cache, v_cache, 40, 12, 0.2, 3.0)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -164,6 +171,22 @@ def test_threads_do_not_change_results():
     finally:
         torch.set_num_threads(threads)
     torch.testing.assert_close(one, two, rtol=0, atol=0)
+
+
+def test_portable_simd_path_matches_reference():
+    """x86-64 machines with AVX2 take a runtime-dispatched path; the portable one (what ARM and
+    older x86 run) must be right too. The choice is made once per process, hence a subprocess."""
+    code = (
+        "import torch\n"
+        "torch.manual_seed(0)\n"
+        "from tests.kernels import test_ring_kernels as t\n"
+        "from executorch_optimum import kernels\n"
+        "assert 'SSE/NEON' in kernels.build_info()['simd']\n"
+        "for name in sorted(t.CASES): t._run_sequence(t.CASES[name])\n"
+    )
+    env = dict(os.environ, EO_KERNELS_GENERIC_SIMD="1", PYTHONPATH=os.pathsep.join(sys.path))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -143,45 +144,66 @@ namespace detail {
 #error "eo kernels use GCC/Clang vector extensions"
 #endif
 
-// Four floats: one SSE or NEON register. Loops step eight floats as two of them (more
-// independent accumulators), with a scalar tail for head dims that are not multiples of 8.
+// The SIMD helpers are templates on a GCC/Clang vector type V (vf4 = one SSE/NEON register; on
+// x86-64 also vf8 = one AVX register, picked at run time) and always inlined into the function
+// that picks V, so each instantiation is compiled for that function's instruction set. Loops
+// step two vectors at a time (independent accumulators), with a scalar tail for head dims that
+// are not a multiple of the step.
+#define EO_ALWAYS_INLINE __attribute__((always_inline))
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"  // 32-byte vectors only cross always-inlined calls
+#endif
+
 typedef float vf4 __attribute__((vector_size(16)));
 
-inline vf4 load4(const float* p) {
-  vf4 v;
+template <class V>
+inline constexpr int64_t kLanes = static_cast<int64_t>(sizeof(V) / sizeof(float));
+
+template <class V>
+EO_ALWAYS_INLINE inline V load(const float* p) {
+  V v;
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
 
-inline void store4(float* p, vf4 v) {
+template <class V>
+EO_ALWAYS_INLINE inline void store(float* p, V v) {
   std::memcpy(p, &v, sizeof(v));
 }
 
-inline float hsum(vf4 a, vf4 b) {
-  const vf4 v = a + b;
-  return (v[0] + v[1]) + (v[2] + v[3]);
+template <class V>
+EO_ALWAYS_INLINE inline float hsum(V a, V b) {
+  const V v = a + b;
+  float s = 0.0f;
+  for (int64_t i = 0; i < kLanes<V>; ++i) {
+    s += v[i];
+  }
+  return s;
 }
 
 inline constexpr int64_t kKeyBlock = 64;  // keys per online-softmax step
-inline constexpr int64_t kRowTarget = 8;  // query rows sharing one pass over the keys
+inline constexpr int64_t kRowTarget = 32; // query rows sharing one pass over the keys
 
 // out[r] = <q[r], k> for four query rows (rows may repeat to pad a short group).
-inline void dot4(const float* const* q, const float* k, int64_t D, float* out) {
-  vf4 a0 = {}, a1 = {}, a2 = {}, a3 = {}, b0 = {}, b1 = {}, b2 = {}, b3 = {};
+template <class V>
+EO_ALWAYS_INLINE inline void dot4(const float* const* q, const float* k, int64_t D, float* out) {
+  constexpr int64_t L = kLanes<V>;
+  V a0 = {}, a1 = {}, a2 = {}, a3 = {}, b0 = {}, b1 = {}, b2 = {}, b3 = {};
   int64_t d = 0;
-  for (; d + 8 <= D; d += 8) {
-    const vf4 k0 = load4(k + d);
-    const vf4 k1 = load4(k + d + 4);
-    a0 += load4(q[0] + d) * k0;
-    b0 += load4(q[0] + d + 4) * k1;
-    a1 += load4(q[1] + d) * k0;
-    b1 += load4(q[1] + d + 4) * k1;
-    a2 += load4(q[2] + d) * k0;
-    b2 += load4(q[2] + d + 4) * k1;
-    a3 += load4(q[3] + d) * k0;
-    b3 += load4(q[3] + d + 4) * k1;
+  for (; d + 2 * L <= D; d += 2 * L) {
+    const V k0 = load<V>(k + d);
+    const V k1 = load<V>(k + d + L);
+    a0 += load<V>(q[0] + d) * k0;
+    b0 += load<V>(q[0] + d + L) * k1;
+    a1 += load<V>(q[1] + d) * k0;
+    b1 += load<V>(q[1] + d + L) * k1;
+    a2 += load<V>(q[2] + d) * k0;
+    b2 += load<V>(q[2] + d + L) * k1;
+    a3 += load<V>(q[3] + d) * k0;
+    b3 += load<V>(q[3] + d + L) * k1;
   }
-  float s0 = hsum(a0, b0), s1 = hsum(a1, b1), s2 = hsum(a2, b2), s3 = hsum(a3, b3);
+  float s0 = hsum<V>(a0, b0), s1 = hsum<V>(a1, b1), s2 = hsum<V>(a2, b2), s3 = hsum<V>(a3, b3);
   for (; d < D; ++d) {
     s0 += q[0][d] * k[d];
     s1 += q[1][d] * k[d];
@@ -195,16 +217,18 @@ inline void dot4(const float* const* q, const float* k, int64_t D, float* out) {
 }
 
 // acc[r] += sum_j w[r][j] * v[j] for four rows, keys j in [ja, jb].
-inline void axpy4(float* const* acc, const float* const* w, const float* const* vrows, int64_t ja, int64_t jb,
-                  int64_t D) {
+template <class V>
+EO_ALWAYS_INLINE inline void axpy4(float* const* acc, const float* const* w, const float* const* vrows,
+                                   int64_t ja, int64_t jb, int64_t D) {
+  constexpr int64_t L = kLanes<V>;
   int64_t d = 0;
-  for (; d + 8 <= D; d += 8) {
-    vf4 a0 = load4(acc[0] + d), a1 = load4(acc[1] + d), a2 = load4(acc[2] + d), a3 = load4(acc[3] + d);
-    vf4 b0 = load4(acc[0] + d + 4), b1 = load4(acc[1] + d + 4), b2 = load4(acc[2] + d + 4),
-        b3 = load4(acc[3] + d + 4);
+  for (; d + 2 * L <= D; d += 2 * L) {
+    V a0 = load<V>(acc[0] + d), a1 = load<V>(acc[1] + d), a2 = load<V>(acc[2] + d), a3 = load<V>(acc[3] + d);
+    V b0 = load<V>(acc[0] + d + L), b1 = load<V>(acc[1] + d + L), b2 = load<V>(acc[2] + d + L),
+      b3 = load<V>(acc[3] + d + L);
     for (int64_t j = ja; j <= jb; ++j) {
-      const vf4 v0 = load4(vrows[j] + d);
-      const vf4 v1 = load4(vrows[j] + d + 4);
+      const V v0 = load<V>(vrows[j] + d);
+      const V v1 = load<V>(vrows[j] + d + L);
       const float w0 = w[0][j], w1 = w[1][j], w2 = w[2][j], w3 = w[3][j];
       a0 += w0 * v0;
       b0 += w0 * v1;
@@ -215,14 +239,14 @@ inline void axpy4(float* const* acc, const float* const* w, const float* const* 
       a3 += w3 * v0;
       b3 += w3 * v1;
     }
-    store4(acc[0] + d, a0);
-    store4(acc[1] + d, a1);
-    store4(acc[2] + d, a2);
-    store4(acc[3] + d, a3);
-    store4(acc[0] + d + 4, b0);
-    store4(acc[1] + d + 4, b1);
-    store4(acc[2] + d + 4, b2);
-    store4(acc[3] + d + 4, b3);
+    store<V>(acc[0] + d, a0);
+    store<V>(acc[1] + d, a1);
+    store<V>(acc[2] + d, a2);
+    store<V>(acc[3] + d, a3);
+    store<V>(acc[0] + d + L, b0);
+    store<V>(acc[1] + d + L, b1);
+    store<V>(acc[2] + d + L, b2);
+    store<V>(acc[3] + d + L, b3);
   }
   for (; d < D; ++d) {
     for (int64_t j = ja; j <= jb; ++j) {
@@ -243,7 +267,8 @@ struct RowSet {
   std::vector<const float*> krows, vrows;
 };
 
-inline void attend_rows(RowSet& rs, int64_t rows, const float* kbase, const float* vbase, int64_t k_step,
+template <class V>
+EO_ALWAYS_INLINE inline void attend_rows(RowSet& rs, int64_t rows, const float* kbase, const float* vbase, int64_t k_step,
                         int64_t v_step, int64_t D, int64_t C, const RingSdpaParams& p) {
   const int64_t padded = (rows + 3) / 4 * 4;
   rs.acc.assign(static_cast<std::size_t>(padded * D), 0.0f);
@@ -294,7 +319,7 @@ inline void attend_rows(RowSet& rs, int64_t rows, const float* kbase, const floa
       }
       for (int64_t j = ga; j <= gb; ++j) {
         float s4[4];
-        dot4(qrows, rs.krows[j], D, s4);
+        dot4<V>(qrows, rs.krows[j], D, s4);
         for (int u = 0; u < 4; ++u) {
           srows[u][j] = s4[u];
         }
@@ -334,7 +359,7 @@ inline void attend_rows(RowSet& rs, int64_t rows, const float* kbase, const floa
         }
         rs.l[r] += sum;
       }
-      axpy4(arows, srows, rs.vrows.data(), ga, gb, D);
+      axpy4<V>(arows, srows, rs.vrows.data(), ga, gb, D);
     }
   }
   for (int64_t r = 0; r < rows; ++r) {
@@ -345,6 +370,53 @@ inline void attend_rows(RowSet& rs, int64_t rows, const float* kbase, const floa
     }
   }
 }
+
+
+#if defined(__x86_64__) && !defined(EO_NO_RUNTIME_DISPATCH)
+#define EO_X86_DISPATCH 1
+typedef float vf8 __attribute__((vector_size(32)));
+
+__attribute__((target("avx2,fma"))) inline void attend_rows_avx2(RowSet& rs, int64_t rows, const float* kbase,
+                                                                  const float* vbase, int64_t k_step,
+                                                                  int64_t v_step, int64_t D, int64_t C,
+                                                                  const RingSdpaParams& p) {
+  attend_rows<vf8>(rs, rows, kbase, vbase, k_step, v_step, D, C, p);
+}
+#else
+#define EO_X86_DISPATCH 0
+#endif
+
+// Whether this CPU takes the AVX2/FMA path (x86-64 only; other targets use vf4). Setting
+// EO_KERNELS_GENERIC_SIMD=1 in the environment forces the portable vf4 path (tests use it).
+inline bool uses_avx2() {
+#if EO_X86_DISPATCH
+  static const bool avx2 = [] {
+    const char* generic = std::getenv("EO_KERNELS_GENERIC_SIMD");
+    if (generic != nullptr && generic[0] != '\0' && generic[0] != '0') {
+      return false;
+    }
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return avx2;
+#else
+  return false;
+#endif
+}
+
+inline void attend_rows_any(RowSet& rs, int64_t rows, const float* kbase, const float* vbase, int64_t k_step,
+                            int64_t v_step, int64_t D, int64_t C, const RingSdpaParams& p) {
+#if EO_X86_DISPATCH
+  if (uses_avx2()) {
+    attend_rows_avx2(rs, rows, kbase, vbase, k_step, v_step, D, C, p);
+    return;
+  }
+#endif
+  attend_rows<vf4>(rs, rows, kbase, vbase, k_step, v_step, D, C, p);
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 }  // namespace detail
 
@@ -404,7 +476,7 @@ void ring_sdpa(const float* q, Strides3 qs, const float* k, Strides3 ks, const f
       while (rs.q.size() % 4 != 0) {
         rs.q.push_back(rs.q.back());  // padding rows: computed, never written out
       }
-      detail::attend_rows(rs, rows, k + b * ks.b + hkv * ks.h, v + b * vs.b + hkv * vs.h, ks.s, vs.s, sh.D,
+      detail::attend_rows_any(rs, rows, k + b * ks.b + hkv * ks.h, v + b * vs.b + hkv * vs.h, ks.s, vs.s, sh.D,
                           sh.C, p);
     }
   });
