@@ -108,3 +108,49 @@ def test_pte_ring_sequence_matches_reference(name, tmp_path):
         eager_out, _, _ = eager(q, k, v, input_pos)
         torch.testing.assert_close(got, eager_out, rtol=0, atol=0)
         pos += seq
+
+
+class TinyAttentionBlock(torch.nn.Module):
+    """Projections (delegated to XNNPACK) around our ring ops (run by our ExecuTorch kernels)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q_proj, self.k_proj = torch.nn.Linear(32, 64), torch.nn.Linear(32, 32)
+        self.v_proj, self.o_proj = torch.nn.Linear(32, 32), torch.nn.Linear(64, 32)
+        self.register_buffer("k_cache", torch.zeros(1, 10, 2, 16))
+        self.register_buffer("v_cache", torch.zeros(1, 10, 2, 16))
+
+    def forward(self, x: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        batch, seq, _ = x.shape
+        start = input_pos[0].item()
+        torch._check(start >= 0)
+        q = self.q_proj(x).view(batch, seq, 4, 16)
+        kernels.ring_update_cache(self.k_proj(x).view(batch, seq, 2, 16), self.k_cache, start)
+        kernels.ring_update_cache(self.v_proj(x).view(batch, seq, 2, 16), self.v_cache, start)
+        out = kernels.ring_sdpa(q, self.k_cache, self.v_cache, start, 6, 0.25, 0.0)
+        return self.o_proj(out.reshape(batch, seq, 64))
+
+
+def test_pte_with_xnnpack_delegation_matches_eager(tmp_path):
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    kernels.load_torch_ops()
+    kernels.load_et_kernels()
+    model = TinyAttentionBlock().eval()
+    seq = torch.export.Dim("seq", min=1, max=5)
+    exported = torch.export.export(
+        model, (torch.randn(1, 3, 32), torch.tensor([0])), dynamic_shapes=({1: seq}, None)
+    )
+    program = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch()
+    targets = {str(n.target) for n in program.exported_program().graph.nodes if n.op == "call_function"}
+    assert {"eo.ring_update_cache.out", "eo.ring_sdpa.out", "executorch_call_delegate"} <= targets, targets
+    pte = tmp_path / "block.pte"
+    pte.write_bytes(program.buffer)
+    method = Runtime.get().load_program(pte).load_method("forward")
+    pos = 0
+    for seq_len in (5, 1, 1, 4, 1, 5, 1, 1):  # wraps the 10-slot ring
+        x, input_pos = torch.randn(1, seq_len, 32), torch.tensor([pos])
+        (got,) = method.execute([x, input_pos])
+        torch.testing.assert_close(got, model(x, input_pos), rtol=1e-5, atol=1e-5)
+        pos += seq_len
