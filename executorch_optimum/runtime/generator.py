@@ -124,12 +124,14 @@ class Generator:
             return [ids, torch.arange(start_pos, start_pos + len(tokens), dtype=torch.long)]
         return [ids, torch.tensor([start_pos], dtype=torch.long)]
 
-    def forward(self, tokens: Sequence[int], start_pos: int) -> torch.Tensor:
-        """Runs one call; returns the logits of the LAST token as a fresh [V] tensor."""
+    def forward(self, tokens: Sequence[int], start_pos: int, all_positions: bool = False) -> torch.Tensor:
+        """Runs one call at positions start_pos.. and returns fresh logits: the LAST token's
+        [V] by default, or every returned position's [S, V] (S is 1 for last-only programs)."""
         self._used = True
         (logits,) = self._method.execute(self._inputs(tokens, start_pos))
         # The output lives in the program's planned memory: copy before the next call reuses it.
-        return logits.reshape(-1, logits.shape[-1])[-1].clone()
+        rows = logits.reshape(-1, logits.shape[-1])
+        return rows.clone() if all_positions else rows[-1].clone()
 
     def prefill(self, prompt: Sequence[int], start_pos: int = 0) -> tuple[torch.Tensor, int]:
         """Feeds `prompt` in chunks the program accepts; returns (last logits, number of calls)."""

@@ -1,0 +1,130 @@
+"""The generate CLI: same tokens as the Python API, text through a tokenizer, one-line errors."""
+
+import json
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from executorch_optimum.runtime import Generator
+from executorch_optimum.runtime.cli import main
+from executorch_optimum.xnnpack import export_to_executorch_with_xnnpack
+
+CONTEXT, MAX_SEQ_LEN, HIDDEN = 32, 4, 32
+
+
+class TinyLm(torch.nn.Module):
+    """forward(tokens, cache_position) -> [1, S, V]; a position-indexed cache makes history matter."""
+
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab, HIDDEN)
+        self.pos = torch.nn.Embedding(CONTEXT, HIDDEN)
+        self.head = torch.nn.Linear(HIDDEN, vocab)
+        self.register_buffer("k_cache", torch.zeros(CONTEXT, HIDDEN))
+        self.vocab = vocab
+
+    def forward(self, tokens: torch.Tensor, cache_position: torch.Tensor) -> torch.Tensor:
+        x = self.embed(tokens[0]) + self.pos(cache_position)
+        self.k_cache.index_copy_(0, cache_position, x)
+        visible = torch.arange(CONTEXT)[None, :] <= cache_position[:, None]
+        summed = torch.where(visible[:, :, None], self.k_cache[None], torch.zeros(())).sum(1)
+        return self.head(torch.tanh(x + summed / visible.sum(-1, keepdim=True)))[None]
+
+    def export(self) -> dict[str, torch.export.ExportedProgram]:
+        seq = torch.export.Dim("seq", min=1, max=MAX_SEQ_LEN)
+        example = (torch.zeros(1, 2, dtype=torch.long), torch.arange(2))
+        with torch.no_grad():
+            return {"forward": torch.export.export(self, example, dynamic_shapes=({1: seq}, {0: seq}))}
+
+    def metadata(self) -> dict:
+        return {
+            "get_max_seq_len": MAX_SEQ_LEN,
+            "get_max_context_len": CONTEXT,
+            "enable_dynamic_shape": True,
+            "get_vocab_size": self.vocab,
+        }
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    """A model dir with model.pte and the tokenizer.json it was built for."""
+    root = tmp_path_factory.mktemp("cli")
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=280, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(["a small corpus about small models running on small phones"] * 10, trainer)
+    tokenizer.save(str(root / "tokenizer.json"))
+    torch.manual_seed(0)
+    model = TinyLm(tokenizer.get_vocab_size()).eval()
+    (root / "model.pte").write_bytes(export_to_executorch_with_xnnpack(model).buffer)
+    return root, tokenizer
+
+
+def test_prompt_ids_give_the_python_api_tokens_as_json(artifacts, capsys):
+    root, _ = artifacts
+    assert (
+        main(
+            [
+                "--pte",
+                str(root / "model.pte"),
+                "--prompt_ids",
+                "5,9,13,40,77,2",
+                "--max_new_tokens",
+                "9",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    want = Generator(root / "model.pte").generate([5, 9, 13, 40, 77, 2], 9)
+    assert out["tokens"] == want.tokens
+    assert out["stop_reason"] == "max_new_tokens" and out["stats"]["generated_tokens"] == 9
+    assert out["stats"]["prefill_tokens_per_s"] > 0
+
+
+def test_prompt_text_uses_the_tokenizer_beside_the_pte(artifacts, capsys):
+    root, tokenizer = artifacts
+    prompt = "small models on phones"
+    assert main(["--pte", str(root / "model.pte"), "--prompt", prompt, "--max_new_tokens", "6"]) == 0
+    captured = capsys.readouterr()
+    want = Generator(root / "model.pte").generate(tokenizer.encode(prompt).ids, 6)
+    assert captured.out.rstrip("\n") == tokenizer.decode(want.tokens)
+    assert "tok/s" in captured.err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--pte", "{root}/missing.pte", "--prompt_ids", "1"], "no .pte at"),
+        (
+            ["--pte", "{root}/model.pte", "--prompt_ids", "1,x"],
+            "--prompt_ids must be comma-separated integers",
+        ),
+        (["--pte", "{root}/model.pte", "--prompt_ids", "1,100000"], "prompt ids must be in [0, "),
+        (["--pte", "{root}/model.pte", "--prompt", "hi", "--tokenizer", "{root}/nope"], "no tokenizer at"),
+        (
+            ["--pte", "{root}/model.pte", "--prompt_ids", "1", "--max_new_tokens", "0"],
+            "--max_new_tokens must be >= 1",
+        ),
+        (
+            ["--pte", "{root}/model.pte", "--prompt_ids", ",".join(["1"] * 40)],
+            "exceeds the context of 32 tokens",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_status_2(artifacts, capsys, args, message):
+    root, _ = artifacts
+    assert main([a.format(root=root) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_prompt_text_without_a_tokenizer(tmp_path, artifacts, capsys):
+    root, _ = artifacts
+    lonely = tmp_path / "model.pte"
+    lonely.write_bytes((root / "model.pte").read_bytes())
+    assert main(["--pte", str(lonely), "--prompt", "hello"]) == 2
+    assert "--prompt needs a tokenizer" in capsys.readouterr().err
