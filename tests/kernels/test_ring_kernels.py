@@ -256,3 +256,24 @@ def test_slot_positions_follow_the_ring_contract():
         assert info.slot_positions(pos + 1, 5) == ref.slot_pos
     assert info.attended_range(pos=9, end=10, capacity=4, window=3) == (7, 9)
     assert info.attended_range(pos=9, end=10, capacity=4, window=0) == (6, 9)
+
+
+def test_reads_a_full_cache_written_by_llama_update_cache():
+    """Full layers may keep ExecuTorch's llama::update_cache (slot = position) and attend with ring_sdpa."""
+    from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  (registers llama::*)
+
+    kernels.load_torch_ops()
+    k_llama, v_llama = torch.zeros(1, 24, 2, 16), torch.zeros(1, 24, 2, 16)
+    k_ring, v_ring = torch.zeros(1, 24, 2, 16), torch.zeros(1, 24, 2, 16)
+    pos = 0
+    for seq in (7, 1, 1, 9, 1):
+        q, k, v = torch.randn(1, seq, 4, 16), torch.randn(1, seq, 2, 16), torch.randn(1, seq, 2, 16)
+        torch.ops.llama.update_cache(k, k_llama, pos)
+        torch.ops.llama.update_cache(v, v_llama, pos)
+        kernels.ring_update_cache(k, k_ring, pos)
+        kernels.ring_update_cache(v, v_ring, pos)
+        torch.testing.assert_close(k_llama, k_ring, rtol=0, atol=0)
+        got = kernels.ring_sdpa(q, k_llama, v_llama, pos, kernels.NO_WINDOW, 0.25, 0.0)
+        want = kernels.ring_sdpa(q, k_ring, v_ring, pos, kernels.NO_WINDOW, 0.25, 0.0)
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+        pos += seq
