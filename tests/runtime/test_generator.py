@@ -164,3 +164,14 @@ def test_prompt_longer_than_the_context_is_refused(pte, model):
     generator = Generator(pte)
     with pytest.raises(ValueError, match=f"exceeds the context of {CONTEXT} tokens"):
         generator.generate(list(range(VOCAB)) + list(range(CONTEXT - VOCAB + 1)), max_new_tokens=1)
+
+
+def test_forward_returns_every_positions_logits_on_request(pte, model):
+    generator = Generator(pte)
+    chunk = PROMPT[:MAX_SEQ_LEN]
+    got = generator.forward(chunk, 0, all_positions=True)
+    model.k_cache.zero_()
+    with torch.no_grad():
+        want = model(torch.tensor([chunk]), torch.arange(len(chunk)))[0]
+    assert got.shape == (len(chunk), VOCAB)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
