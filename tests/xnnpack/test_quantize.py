@@ -107,7 +107,7 @@ def test_dynamic_quantized_linears_are_delegated_and_match_eager(qlinear, group_
     assert "aten.linear.default" not in lowered.report.portable_ops()
 
 
-@pytest.mark.parametrize("qembedding, group_size", [("8w", 0), ("4w", 32), ("4w", 0)])
+@pytest.mark.parametrize("qembedding, group_size", [("8w", 0), ("8w", 32), ("4w", 32), ("4w", 0)])
 def test_quantized_embedding_matches_eager(qembedding, group_size):
     model = TinyLm().eval()
     table = model.embed.weight.detach().clone()
@@ -121,6 +121,12 @@ def test_quantized_embedding_matches_eager(qembedding, group_size):
     with torch.no_grad():
         want = model(_tokens())
     torch.testing.assert_close(_run(lowered.buffer), want, rtol=1e-4, atol=1e-4)
+    # The table stays quantized in the program: ExecuTorch's quantized embedding kernel reads it.
+    kernel = "embedding_4bit" if qembedding == "4w" else "embedding_byte"
+    targets = [
+        str(n.target) for n in lowered.program.exported_program().graph.nodes if n.op == "call_function"
+    ]
+    assert any(f"quantized_decomposed.{kernel}" in t for t in targets), targets
 
 
 @pytest.mark.parametrize("qlinear, group_size", [("4w", 32), ("8w", 0)])
