@@ -123,6 +123,17 @@ def _options(args: argparse.Namespace, model_dir: Path):  # noqa: ANN202 (lazy i
     )
 
 
+def quiet_libraries() -> None:
+    """Library chatter (deprecations, optional kernels that don't load) hides our progress."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    logging.basicConfig(level=logging.ERROR)
+    for name in ("torch", "torchao", "executorch", "transformers"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def _say(message: str) -> None:
     print(message, flush=True)
 
@@ -130,6 +141,7 @@ def _say(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    quiet_libraries()
     from executorch_optimum.export import ExportError, export_model, validate
 
     start = time.perf_counter()
@@ -158,6 +170,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: no output written", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 (one line for the user; EO_TRACEBACK=1 shows the stack)
+        if os.environ.get("EO_TRACEBACK"):
+            raise
+        print(
+            f"error: export failed ({type(err).__name__}: {err}); no output written. "
+            "Set EO_TRACEBACK=1 for the stack.",
+            file=sys.stderr,
+        )
+        return 1
     _say("")
     _say(f"wrote {result.pte} ({result.size_bytes / 1e6:.1f} MB) in {time.perf_counter() - start:.0f} s")
     _say("metadata: " + ", ".join(f"{k}={v}" for k, v in sorted(result.metadata.items())))
