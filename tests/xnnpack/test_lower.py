@@ -126,3 +126,16 @@ def test_bad_metadata_is_rejected(metadata, message):
 def test_not_an_exportable_module_is_a_type_error():
     with pytest.raises(TypeError, match="exportable module"):
         export_to_executorch_with_xnnpack(Mlp())
+
+
+def test_lowering_is_byte_identical_across_runs():
+    """A cache key is only useful if the same model lowers to the same bytes."""
+    torch.manual_seed(3)
+    model = Mlp().eval()
+    programs = [
+        export_to_executorch_with_xnnpack(
+            {"forward": torch.export.export(model, (torch.randn(2, 16),))}, metadata={"get_max_seq_len": 2}
+        ).buffer
+        for _ in range(2)
+    ]
+    assert programs[0] == programs[1]
