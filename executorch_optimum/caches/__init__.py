@@ -1,6 +1,6 @@
 """KV caches backed by ExecuTorch's in-place cache ops: ETCustomStaticCache, ETCustomHybridCache."""
 
-from executorch_optimum.caches.layers import ETFullLayer, ETRingLayer
+from executorch_optimum.caches.layers import EORingLayer, ETFullLayer, ETRingLayer
 from executorch_optimum.caches.positions import CallPositions
 from executorch_optimum.caches.static import (
     ETCacheBase,
@@ -13,6 +13,7 @@ from executorch_optimum.caches.static import (
 
 __all__ = [
     "CallPositions",
+    "EORingLayer",
     "ETCacheBase",
     "ETCustomHybridCache",
     "ETCustomStaticCache",

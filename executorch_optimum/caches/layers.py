@@ -135,3 +135,67 @@ class ETRingLayer(ETFullLayer):
     def reset(self) -> None:
         super().reset()
         self.storage.cache_positions_manager.cache_positions.zero_()
+
+
+class _RingStorage(torch.nn.Module):
+    """Plain K/V buffers for our native ring kernels (slot positions are derived, not stored)."""
+
+    def __init__(
+        self, batch_size: int, capacity: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype
+    ) -> None:
+        super().__init__()
+        shape = (batch_size, capacity, num_kv_heads, head_dim)
+        self.register_buffer("k_cache", torch.zeros(shape, dtype=dtype))
+        self.register_buffer("v_cache", torch.zeros(shape, dtype=dtype))
+
+
+class EORingLayer(ETFullLayer):
+    """A sliding-window layer on our native kernels: `eo::ring_update_cache` + `eo::ring_sdpa`.
+
+    Exactly `window + max_chunk - 1` slots (ExecuTorch's ring doubles its size), no
+    per-slot position buffer and no mask tensor: the kernel derives what each query sees.
+    """
+
+    is_sliding = True
+
+    def __init__(
+        self,
+        positions: CallPositions,
+        batch_size: int,
+        sliding_window: int,
+        max_chunk: int,
+        num_kv_heads: int,
+        head_dim: int,
+        dtype: torch.dtype,
+    ) -> None:
+        CacheLayerMixin.__init__(self)
+        from executorch_optimum import kernels
+
+        kernels.load_torch_ops()
+        self.positions = positions
+        self.sliding_window = sliding_window
+        self.max_chunk = max_chunk
+        self.capacity = sliding_window + max_chunk - 1
+        self.max_cache_len = self.capacity
+        self.storage = _RingStorage(batch_size, self.capacity, num_kv_heads, head_dim, dtype)
+        self.keys, self.values = self.storage.k_cache, self.storage.v_cache
+        self.is_initialized = True
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        torch._check(key_states.shape[-2] <= self.max_chunk)
+        start = self.positions.start()
+        torch.ops.eo.ring_update_cache(_to_storage_layout(key_states), self.storage.k_cache, start)
+        torch.ops.eo.ring_update_cache(_to_storage_layout(value_states), self.storage.v_cache, start)
+        return self.storage.k_cache, self.storage.v_cache
+
+    def key_positions(self) -> torch.Tensor:
+        """Absolute position in each slot, derived as the kernel does (-1 = not yet written)."""
+        end = self.positions.tensor[-1] + 1
+        slots = torch.arange(self.capacity, dtype=torch.long)
+        last_lap = end - 1 - torch.remainder(end - 1 - slots, self.capacity)
+        return torch.where(last_lap >= 0, last_lap, torch.full((), -1, dtype=torch.long))
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.capacity, 0

@@ -6,7 +6,7 @@ import torch
 from transformers import PretrainedConfig, StaticCache
 from transformers.cache_utils import Cache, get_layer_types_and_kwargs
 
-from executorch_optimum.caches.layers import ETFullLayer, ETRingLayer
+from executorch_optimum.caches.layers import EORingLayer, ETFullLayer, ETRingLayer
 from executorch_optimum.caches.positions import CallPositions
 
 _SLIDING_TYPES = ("sliding_attention", "hybrid_sliding")
@@ -87,7 +87,8 @@ class ETCustomHybridCache(ETCacheBase):
     """Full layers keep the whole context; sliding layers keep a ring of window + chunk slots.
 
     A sliding layer whose window covers the whole context gets a full layer: a ring would
-    hold the same keys, with a mask to build on every call.
+    hold the same keys, with a mask to build on every call. `native_kernels` puts sliding
+    layers on our C++ ring kernels (exact-size ring, no mask) instead of ExecuTorch's ring.
     """
 
     def __init__(
@@ -98,10 +99,12 @@ class ETCustomHybridCache(ETCacheBase):
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
         max_chunk: int | None = None,
+        native_kernels: bool = False,
     ) -> None:
         if device is not None and torch.device(device).type != "cpu":
             raise ValueError("ExecuTorch caches live on the CPU")
         kv_heads, head_dim = _attention_shape(config)
+        ring_class = EORingLayer if native_kernels else ETRingLayer
         max_chunk = max_chunk or max_cache_len
         if not 1 <= max_chunk <= max_cache_len:
             raise ValueError(f"max_chunk must be in [1, {max_cache_len}], got {max_chunk}")
@@ -114,7 +117,7 @@ class ETCustomHybridCache(ETCacheBase):
                 )
             else:
                 layers.append(
-                    ETRingLayer(positions, max_batch_size, window, max_chunk, kv_heads, head_dim, dtype)
+                    ring_class(positions, max_batch_size, window, max_chunk, kv_heads, head_dim, dtype)
                 )
         super().__init__(layers, positions, max_cache_len)
         self.max_chunk = max_chunk
@@ -126,9 +129,21 @@ def has_sliding_layers(config: PretrainedConfig, max_cache_len: int) -> bool:
 
 
 def make_cache(
-    config: PretrainedConfig, max_batch_size: int, max_cache_len: int, max_chunk: int, dtype: torch.dtype
+    config: PretrainedConfig,
+    max_batch_size: int,
+    max_cache_len: int,
+    max_chunk: int,
+    dtype: torch.dtype,
+    native_kernels: bool = False,
 ) -> ETCustomStaticCache | ETCustomHybridCache:
     """The right cache for `config`: hybrid when some layer slides within the context."""
     if has_sliding_layers(config, max_cache_len):
-        return ETCustomHybridCache(config, max_batch_size, max_cache_len, dtype=dtype, max_chunk=max_chunk)
+        return ETCustomHybridCache(
+            config,
+            max_batch_size,
+            max_cache_len,
+            dtype=dtype,
+            max_chunk=max_chunk,
+            native_kernels=native_kernels,
+        )
     return ETCustomStaticCache(config, max_batch_size, max_cache_len, dtype=dtype)

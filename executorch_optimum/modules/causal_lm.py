@@ -39,6 +39,9 @@ class CausalLMExportableModule(torch.nn.Module):
         use_custom_sdpa: ExecuTorch's fused SDPA op; False uses plain PyTorch attention.
         last_logits_only: return logits of the last position only ([1, 1, V]), so a
             prefill of N tokens computes one row of the vocabulary projection, not N.
+        native_kernels: sliding-window and softcapped attention on our C++ kernels
+            (`eo::ring_update_cache`, `eo::ring_sdpa`); the runtime must load
+            libeo_et_kernels.so (executorch_optimum.kernels.load_et_kernels()).
     """
 
     def __init__(
@@ -49,6 +52,7 @@ class CausalLMExportableModule(torch.nn.Module):
         use_custom_kv_cache: bool = True,
         use_custom_sdpa: bool = True,
         last_logits_only: bool = True,
+        native_kernels: bool = False,
     ) -> None:
         super().__init__()
         if not use_custom_kv_cache:
@@ -68,11 +72,13 @@ class CausalLMExportableModule(torch.nn.Module):
         self.use_custom_sdpa = use_custom_sdpa
         dtype = next(model.parameters()).dtype
         self.cache: ETCustomStaticCache | ETCustomHybridCache = make_cache(
-            model.config, 1, max_context_len, max_seq_len, dtype
+            model.config, 1, max_context_len, max_seq_len, dtype, native_kernels=native_kernels
         )
         # Registered so the cache buffers become mutable state of the exported program.
         self.cache_storage = torch.nn.ModuleList(self.cache.storage_modules())
-        _set_attention(model, register_attention(make_attention(self.cache, use_custom_sdpa)))
+        self.native_kernels = native_kernels
+        attention = make_attention(self.cache, use_custom_sdpa, native_kernels=native_kernels)
+        _set_attention(model, register_attention(attention))
 
     def forward(self, input_ids: torch.Tensor, cache_position: torch.Tensor) -> torch.Tensor:
         self.cache.set_cache_position(cache_position)

@@ -16,7 +16,7 @@ import torch
 from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  (registers llama::*)
 from transformers import AttentionInterface
 
-from executorch_optimum.caches import ETCacheBase, ETFullLayer, ETRingLayer
+from executorch_optimum.caches import EORingLayer, ETCacheBase, ETFullLayer, ETRingLayer
 
 AttentionFn = Callable[..., tuple[torch.Tensor, None]]
 _names = itertools.count()
@@ -38,7 +38,7 @@ def _additive(visible: torch.Tensor) -> torch.Tensor:
 
 def _layer_window(layer: ETFullLayer, sliding_window: int | None) -> int | None:
     """The window this layer must apply, checked against what the model asked for."""
-    if isinstance(layer, ETRingLayer):
+    if isinstance(layer, ETRingLayer | EORingLayer):
         if sliding_window is not None and sliding_window != layer.sliding_window:
             raise ValueError(
                 f"model asks for window {sliding_window}, the ring cache holds window {layer.sliding_window}"
@@ -70,8 +70,15 @@ def softcapped_attention(
     return out.reshape(batch, seq_len, heads, head_dim).to(query.dtype)
 
 
-def make_attention(cache: ETCacheBase, use_custom_sdpa: bool = True) -> AttentionFn:
-    """The attention function for a model running on `cache` (custom SDPA, ring aware)."""
+def make_attention(
+    cache: ETCacheBase, use_custom_sdpa: bool = True, native_kernels: bool = False
+) -> AttentionFn:
+    """The attention function for a model running on `cache` (custom SDPA, ring aware).
+
+    `native_kernels` sends ring layers and softcapped layers to our `eo::ring_sdpa` (window,
+    GQA, scale and softcap in one kernel, no mask tensor); ring layers of our own kind
+    (EORingLayer) always take it.
+    """
 
     def attention(
         module: torch.nn.Module,
@@ -93,6 +100,12 @@ def make_attention(cache: ETCacheBase, use_custom_sdpa: bool = True) -> Attentio
         window = _layer_window(layer, sliding_window)
         q = query.transpose(1, 2)  # [B, S, H, D]
         positions = cache.positions.tensor
+        if isinstance(layer, EORingLayer) or (native_kernels and softcap):
+            from executorch_optimum.kernels import NO_WINDOW
+
+            start = cache.positions.start()
+            limit = NO_WINDOW if window is None else window
+            return torch.ops.eo.ring_sdpa(q, key, value, start, limit, scale, float(softcap or 0.0)), None
         if softcap or not use_custom_sdpa:
             visible = visible_keys(layer, positions, window)
             return softcapped_attention(q, key, value, visible, scale, softcap), None
