@@ -160,9 +160,11 @@ def main(argv: list[str] | None = None) -> int:
                 model_dir = write_default_checkpoint(Path(scratch) / "default")
             options = _options(args, model_dir)
             result = export_model(options, progress=_say)
-            if not args.model:
-                tokenizer = options.output.with_name(options.output.stem + ".tokenizer.json")
-                tokenizer.write_bytes((model_dir / "tokenizer.json").read_bytes())
+            source = model_dir / "tokenizer.json"
+            if source.is_file():
+                # Beside the program, where //tools:generate and the C++ runners look for it.
+                tokenizer = options.output.with_name("tokenizer.json")
+                tokenizer.write_bytes(source.read_bytes())
                 _say(f"tokenizer: {tokenizer}")
     except ExportError as err:
         print(f"error: {err}", file=sys.stderr)
