@@ -77,6 +77,24 @@ class ETFullLayer(CacheLayerMixin):
         self.storage.v_cache.zero_()
 
 
+def _init_ring(
+    layer: ETFullLayer,
+    positions: CallPositions,
+    sliding_window: int,
+    max_chunk: int,
+    storage: torch.nn.Module,
+) -> None:
+    """Common state of ring layers; the capacity is whatever the storage holds."""
+    CacheLayerMixin.__init__(layer)
+    layer.positions = positions
+    layer.sliding_window = sliding_window
+    layer.max_chunk = max_chunk
+    layer.storage = storage
+    layer.capacity = layer.max_cache_len = storage.k_cache.shape[1]
+    layer.keys, layer.values = storage.k_cache, storage.v_cache
+    layer.is_initialized = True
+
+
 class ETRingLayer(ETFullLayer):
     """A sliding-window layer: a ring buffer that holds the window plus one call's tokens.
 
@@ -97,17 +115,10 @@ class ETRingLayer(ETFullLayer):
         head_dim: int,
         dtype: torch.dtype,
     ) -> None:
-        CacheLayerMixin.__init__(self)
-        self.positions = positions
-        self.sliding_window = sliding_window
-        self.max_chunk = max_chunk
         needed = sliding_window + max_chunk - 1
         # CustomRingKVCache allocates twice the size it is given.
-        self.storage = CustomRingKVCache(batch_size, (needed + 1) // 2, num_kv_heads, head_dim, dtype=dtype)
-        self.capacity = self.storage.k_cache.shape[1]
-        self.max_cache_len = self.capacity
-        self.keys, self.values = self.storage.k_cache, self.storage.v_cache
-        self.is_initialized = True
+        storage = CustomRingKVCache(batch_size, (needed + 1) // 2, num_kv_heads, head_dim, dtype=dtype)
+        _init_ring(self, positions, sliding_window, max_chunk, storage)
 
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object
@@ -168,18 +179,12 @@ class EORingLayer(ETFullLayer):
         head_dim: int,
         dtype: torch.dtype,
     ) -> None:
-        CacheLayerMixin.__init__(self)
         from executorch_optimum import kernels
 
         kernels.load_torch_ops()
-        self.positions = positions
-        self.sliding_window = sliding_window
-        self.max_chunk = max_chunk
-        self.capacity = sliding_window + max_chunk - 1
-        self.max_cache_len = self.capacity
-        self.storage = _RingStorage(batch_size, self.capacity, num_kv_heads, head_dim, dtype)
-        self.keys, self.values = self.storage.k_cache, self.storage.v_cache
-        self.is_initialized = True
+        capacity = sliding_window + max_chunk - 1
+        storage = _RingStorage(batch_size, capacity, num_kv_heads, head_dim, dtype)
+        _init_ring(self, positions, sliding_window, max_chunk, storage)
 
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object

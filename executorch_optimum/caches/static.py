@@ -20,6 +20,11 @@ def _attention_shape(config: PretrainedConfig) -> tuple[int, int]:
     return kv_heads, head_dim
 
 
+def _check_device(device: torch.device | str | None) -> None:
+    if device is not None and torch.device(device).type != "cpu":
+        raise ValueError("ExecuTorch caches live on the CPU")
+
+
 def layer_windows(config: PretrainedConfig) -> list[int | None]:
     """Per layer: its sliding window, or None for full attention (transformers' own reading)."""
     layer_types, per_layer_kwargs = get_layer_types_and_kwargs(config.get_text_config(decoder=True))
@@ -72,8 +77,7 @@ class ETCustomStaticCache(ETCacheBase):
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        if device is not None and torch.device(device).type != "cpu":
-            raise ValueError("ExecuTorch caches live on the CPU")
+        _check_device(device)
         kv_heads, head_dim = _attention_shape(config)
         positions = CallPositions()
         layers = [
@@ -101,8 +105,7 @@ class ETCustomHybridCache(ETCacheBase):
         max_chunk: int | None = None,
         native_kernels: bool = False,
     ) -> None:
-        if device is not None and torch.device(device).type != "cpu":
-            raise ValueError("ExecuTorch caches live on the CPU")
+        _check_device(device)
         kv_heads, head_dim = _attention_shape(config)
         ring_class = EORingLayer if native_kernels else ETRingLayer
         max_chunk = max_chunk or max_cache_len
