@@ -24,6 +24,10 @@ DECODE_STEPS = 32
 
 def _pte_trace(module, tmp_path, prompt, forced):
     lowered = export_to_executorch_with_xnnpack(module)
+    # Every projection (q/k/v/o, MLP, LM head) runs in XNNPACK, none on the portable path.
+    portable = lowered.report.portable_ops()
+    assert not [op for op in portable if "linear" in op or "mm" in op], portable
+    assert lowered.report.delegated_ops()["aten.linear.default"] >= 7 * module.model.config.num_hidden_layers
     pte = tmp_path / "model.pte"
     pte.write_bytes(lowered.buffer)
     method = Runtime.get().load_program(pte).load_method("forward")
