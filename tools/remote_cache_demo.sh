@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The zoo through a real HTTP remote cache: starts nginx (WebDAV) on 127.0.0.1:<free port>,
-# builds the targets with --remote_cache, runs `bazel clean`, rebuilds (every action should
+# cleans, builds the targets with --remote_cache, runs `bazel clean`, rebuilds (every action should
 # now be a remote cache hit, no export runs), stops nginx and prints the hit count.
 #
 #   tools/remote_cache_demo.sh [TARGET...]        (default: //models:ci_zoo)
@@ -82,7 +82,8 @@ run() {
   grep -q 'Build completed successfully' "$log"
 }
 
-echo "== build 1: executes and uploads"
+echo "== bazel clean, build 1: executes every action and uploads the results"
+./bazelw clean 2>/dev/null
 run "$work/build1.log" "${targets[@]}"
 echo "== bazel clean"
 ./bazelw clean 2>/dev/null
@@ -91,8 +92,8 @@ run "$work/build2.log" "${targets[@]}"
 
 summary=$(grep -E '^INFO: [0-9]+ processes' "$work/build2.log" | tail -1)
 hits=$(sed -nE 's/.* ([0-9]+) remote cache hit.*/\1/p' <<<"$summary")
-executed=$(grep -oE '[0-9]+ (linux-sandbox|processwrapper-sandbox|local)' <<<"$summary" |
-  awk '{n += $1} END {print n + 0}')
+executed=$({ grep -oE '[0-9]+ (linux-sandbox|processwrapper-sandbox|sandbox|local|worker|remote)(,|\.|$)' \
+  <<<"$summary" || true; } | awk '{n += $1} END {print n + 0}')
 stored=$(find "$work/cache" -type f | wc -l)
 echo "== cache holds $stored entries ($(du -sh "$work/cache" | cut -f1))"
 echo "remote cache hits: ${hits:-0}; actions executed after clean: $executed"
