@@ -48,6 +48,7 @@ class ExportOptions:
     allow_pickle: bool = False
     report: Path | None = None
     last_logits_only: bool = True
+    native_kernels: bool = False
 
 
 @dataclass
@@ -208,6 +209,7 @@ def export_model(options: ExportOptions, progress: Progress = print) -> ExportRe
             use_custom_kv_cache=options.use_custom_kv_cache,
             use_custom_sdpa=options.use_custom_sdpa,
             last_logits_only=options.last_logits_only,
+            native_kernels=options.native_kernels,
         )
     with _phase("export+lower", timings, progress):
         lowered = export_to_executorch_with_xnnpack(module)

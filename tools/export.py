@@ -120,6 +120,7 @@ def _options(args: argparse.Namespace, model_dir: Path):  # noqa: ANN202 (lazy i
         allow_pickle=args.allow_pickle,
         report=_workspace_path(args.report) if args.report else None,
         last_logits_only=not args.full_logits,
+        native_kernels=args.native_kernels,
     )
 
 
