@@ -36,6 +36,11 @@ def eo_py_test(name, src = None, deps = [], requirements = [], size = "medium", 
     targets share one file, so slow cases run as separate, parallel, cached targets.
     """
     src = src or name + ".py"
+
+    # Lowering-heavy tests on a shared 2-core machine run several times slower than alone:
+    # a generous timeout keeps a loaded CI from failing tests that pass.
+    if "timeout" not in kwargs:
+        kwargs["timeout"] = "eternal" if size in ("large", "enormous") else "long"
     py_test(
         name = name,
         srcs = [src, "//tests:pytest_main.py"],
