@@ -221,8 +221,10 @@ def export_model(options: ExportOptions, progress: Progress = print) -> ExportRe
         "size_bytes": len(data),
         "metadata": lowered.metadata,
         "delegation": json.loads(lowered.report.to_json()),
+        # Paths by name only: the same export from another directory or machine gives the
+        # same report bytes (a build cache depends on it).
         "options": {
-            k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items() if k != "report"
+            k: v.name if isinstance(v, Path) else v for k, v in asdict(options).items() if k != "report"
         },
     }
     if options.report is not None:
