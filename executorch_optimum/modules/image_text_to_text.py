@@ -1,0 +1,222 @@
+"""Image-text-to-text exportable module: three methods for ExecuTorch's stock MultimodalRunner.
+
+The runner (executorch/extension/llm/runner, `constants.h`) looks methods up by name:
+
+- `token_embedding(input_ids int64 [1, S]) -> embeddings [1, S, D]` (dynamic S);
+- `vision_encoder(pixel_values float [1, 3, H, W]) -> image embeddings [1, T, D]`, T image
+  tokens after the multimodal projector (static shape);
+- `text_decoder(inputs_embeds [1, S, D], cache_position int64 [S]) -> logits [1, 1, V]`
+  (dynamic S up to `max_seq_len`, our KV caches and attention).
+
+The caller splices the image embeddings where the prompt holds image tokens (the stock
+runner feeds them as their own chunk) and prefills the decoder. Attention is causal over
+every position, image tokens included: Gemma 3's optional bidirectional mask over an image
+block (applied by transformers only when `token_type_ids` are passed) is not reproduced.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel
+
+from executorch_optimum.caches import ETCustomHybridCache, ETCustomStaticCache, make_cache
+from executorch_optimum.modules.causal_lm import _default_context, _set_attention
+from executorch_optimum.sdpa import make_attention, register_attention
+
+MetadataValue = int | bool | float | str | list[int]
+
+
+class _TokenEmbedding(torch.nn.Module):
+    """input ids -> the language model's (scaled) embeddings; out-of-vocabulary ids embed as 0."""
+
+    def __init__(self, embedding: torch.nn.Module, vocab_size: int) -> None:
+        super().__init__()
+        self.embedding = embedding
+        self.vocab_size = vocab_size
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        # Placeholder ids such as Gemma 3's image token may lie past the vocabulary (transformers
+        # embeds them as id 0 before the image features replace them).
+        safe = torch.where(input_ids < self.vocab_size, input_ids, torch.zeros_like(input_ids))
+        return self.embedding(safe)
+
+
+class _VisionEncoder(torch.nn.Module):
+    """pixel values -> image-token embeddings in the language model's space."""
+
+    def __init__(self, vision_tower: torch.nn.Module, projector: torch.nn.Module) -> None:
+        super().__init__()
+        self.vision_tower = vision_tower
+        self.projector = projector
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        hidden = self.vision_tower(pixel_values=pixel_values, return_dict=True).last_hidden_state
+        return self.projector(hidden)
+
+
+class _TextDecoder(torch.nn.Module):
+    """inputs_embeds + cache positions -> last-position logits, with our caches."""
+
+    def __init__(
+        self,
+        language_model: torch.nn.Module,
+        lm_head: torch.nn.Module,
+        cache: ETCustomStaticCache | ETCustomHybridCache,
+        max_context_len: int,
+    ) -> None:
+        super().__init__()
+        self.language_model = language_model
+        self.lm_head = lm_head
+        self.cache = cache
+        # Registered so the cache buffers become mutable state of the exported program.
+        self.cache_storage = torch.nn.ModuleList(cache.storage_modules())
+        self.max_context_len = max_context_len
+
+    def forward(self, inputs_embeds: torch.Tensor, cache_position: torch.Tensor) -> torch.Tensor:
+        self.cache.set_cache_position(cache_position)
+        end = self.cache.positions.start() + inputs_embeds.shape[1]
+        torch._check(
+            end <= self.max_context_len,
+            lambda: f"context full: positions up to {end} exceed max_context_len={self.max_context_len}",
+        )
+        hidden = self.language_model(
+            inputs_embeds=inputs_embeds,
+            position_ids=cache_position.unsqueeze(0),
+            cache=self.cache,
+            use_cache=True,
+            return_dict=True,
+        ).last_hidden_state
+        return self.lm_head(hidden[:, -1:, :])
+
+
+def _parts(
+    model: PreTrainedModel,
+) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module, torch.nn.Module]:
+    """(language model, lm_head, vision tower, projector) of a LLaVA-style model."""
+    inner = getattr(model, "model", None)
+    names = ("language_model", "vision_tower", "multi_modal_projector")
+    if inner is None or not all(hasattr(inner, n) for n in names) or not hasattr(model, "lm_head"):
+        raise NotImplementedError(
+            f"{type(model).__name__} is not supported: image-text-to-text export needs "
+            "model.model.{language_model, vision_tower, multi_modal_projector} and model.lm_head "
+            "(e.g. Gemma3ForConditionalGeneration)"
+        )
+    return inner.language_model, model.lm_head, inner.vision_tower, inner.multi_modal_projector
+
+
+class ImageTextToTextExportableModule(torch.nn.Module):
+    """Wraps an image-text-to-text model (Gemma 3 first) as three exportable methods.
+
+    Args:
+        model: e.g. `Gemma3ForConditionalGeneration` in eval mode, fp32 or bf16 (it is
+            modified: its text attention becomes ours; keep a copy if the eager model is needed).
+        max_seq_len: most embeddings one `text_decoder` call accepts (prefill chunk size);
+            must be at least the image token count so the stock runner can feed an image in
+            one call.
+        max_context_len: positions the caches hold (prompt, image tokens and generation).
+        use_custom_kv_cache: must be True (ExecuTorch custom caches update in place).
+        use_custom_sdpa: ExecuTorch's fused SDPA op; False uses plain PyTorch attention.
+        vision_attention: attention implementation of the vision tower ("sdpa" or "eager").
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        max_seq_len: int = 128,
+        max_context_len: int | None = None,
+        use_custom_kv_cache: bool = True,
+        use_custom_sdpa: bool = True,
+        vision_attention: str = "sdpa",
+    ) -> None:
+        super().__init__()
+        if not use_custom_kv_cache:
+            raise NotImplementedError(
+                "only ExecuTorch custom KV caches are supported (use_custom_kv_cache=True)"
+            )
+        language_model, lm_head, vision_tower, projector = _parts(model)
+        max_context_len = max_context_len or _default_context(model)
+        if not 1 <= max_seq_len <= max_context_len:
+            raise ValueError(
+                f"max_seq_len must be in [1, max_context_len={max_context_len}], got {max_seq_len}"
+            )
+        self.model = model.eval()
+        config = model.config
+        self.text_config = config.get_text_config(decoder=True)
+        self.vision_config = config.vision_config
+        self.max_seq_len = max_seq_len
+        self.max_context_len = max_context_len
+        self.use_custom_sdpa = use_custom_sdpa
+        self.image_token_id = int(config.image_token_id)
+        self.image_size = int(self.vision_config.image_size)
+        self.num_channels = int(getattr(self.vision_config, "num_channels", 3))
+        self.tokens_per_image = int(getattr(config, "mm_tokens_per_image", 0) or 0)
+        dtype = next(model.parameters()).dtype
+        self.cache = make_cache(self.text_config, 1, max_context_len, max_seq_len, dtype)
+        _set_attention(model, register_attention(make_attention(self.cache, use_custom_sdpa)))
+        # The config setter cascades to every sub-config: the vision tower keeps plain attention.
+        self.vision_config._attn_implementation = vision_attention
+        self.token_embedding = _TokenEmbedding(model.get_input_embeddings(), int(self.text_config.vocab_size))
+        self.vision_encoder = _VisionEncoder(vision_tower, projector)
+        self.text_decoder = _TextDecoder(language_model, lm_head, self.cache, max_context_len)
+
+    def example_pixel_values(self) -> torch.Tensor:
+        dtype = next(self.model.parameters()).dtype
+        return torch.zeros((1, self.num_channels, self.image_size, self.image_size), dtype=dtype)
+
+    def export(self) -> dict[str, torch.export.ExportedProgram]:
+        """{"token_embedding", "vision_encoder", "text_decoder"}, sequence dims dynamic."""
+        dynamic = self.max_seq_len > 1
+        seq = torch.export.Dim("seq_len", min=1, max=self.max_seq_len) if dynamic else None
+        # Token embedding: any prompt length the context holds (the runner embeds a text input
+        # in one call; the decoder then takes it in chunks).
+        tokens = torch.export.Dim("tokens", min=1, max=self.max_context_len)
+        hidden = int(self.text_config.hidden_size)
+        dtype = next(self.model.parameters()).dtype
+        with torch.no_grad():
+            programs = {
+                "token_embedding": torch.export.export(
+                    self.token_embedding,
+                    (torch.zeros((1, 2), dtype=torch.long),),
+                    dynamic_shapes={"input_ids": {1: tokens}},
+                    strict=False,
+                ),
+                "vision_encoder": torch.export.export(
+                    self.vision_encoder, (self.example_pixel_values(),), strict=False
+                ),
+                "text_decoder": torch.export.export(
+                    self.text_decoder,
+                    (
+                        torch.zeros((1, 2 if dynamic else 1, hidden), dtype=dtype),
+                        torch.arange(2 if dynamic else 1),
+                    ),
+                    dynamic_shapes={"inputs_embeds": {1: seq}, "cache_position": {0: seq}}
+                    if dynamic
+                    else None,
+                    strict=False,
+                ),
+            }
+        return programs
+
+    def metadata(self) -> dict[str, MetadataValue]:
+        """What ExecuTorch's multimodal runner (and ours) read from the program."""
+        from executorch_optimum.utils import save_config_to_constant_methods
+
+        windows = [
+            layer.sliding_window for layer in self.cache.layers if getattr(layer, "sliding_window", None)
+        ]
+        overrides: dict[str, MetadataValue] = {
+            "get_max_seq_len": self.max_seq_len,
+            "get_max_context_len": self.max_context_len,
+            "use_kv_cache": True,
+            "use_sdpa_with_kv_cache": self.use_custom_sdpa,
+            "enable_dynamic_shape": self.max_seq_len > 1,
+            "get_vocab_size": int(self.text_config.vocab_size),
+            "image_token_id": self.image_token_id,
+            "image_size": self.image_size,
+            "tokens_per_image": self.tokens_per_image,
+        }
+        if windows:
+            overrides["sliding_window"] = min(windows)
+        return save_config_to_constant_methods(
+            self.model.config, getattr(self.model, "generation_config", None), **overrides
+        )

@@ -1,0 +1,84 @@
+"""The three exported methods (ep.module()), chained, match eager Gemma 3 with an image and text only."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from executorch_optimum.modules import ImageTextToTextExportableModule
+from tests.multimodal.tiny_vlm import (
+    IMAGE_SIZE,
+    IMAGE_TOKEN,
+    TOKENS_PER_IMAGE,
+    eager_vlm_trace,
+    image_prompt,
+    pixel_values,
+    program_vlm_trace,
+    tiny_gemma3_vlm,
+)
+from tests.support.parity import assert_same_run
+
+STEPS = 32
+CHUNK = 8
+
+
+@pytest.fixture(scope="module")
+def exported() -> tuple[torch.nn.Module, ImageTextToTextExportableModule, dict]:
+    model = tiny_gemma3_vlm()
+    reference = copy.deepcopy(model)
+    module = ImageTextToTextExportableModule(model, max_seq_len=CHUNK, max_context_len=64)
+    return reference, module, module.export()
+
+
+def _trace(programs: dict, prompt: torch.Tensor, pixels: torch.Tensor | None, forced: list[int]):
+    embed = programs["token_embedding"].module()
+    encode = programs["vision_encoder"].module()
+    decode = programs["text_decoder"].module()
+    return program_vlm_trace(embed, encode, decode, prompt, pixels, STEPS, CHUNK, forced)
+
+
+def test_method_names_and_shapes(exported) -> None:
+    _, module, programs = exported
+    assert set(programs) == {"token_embedding", "vision_encoder", "text_decoder"}
+    with torch.no_grad():
+        embeddings = programs["token_embedding"].module()(torch.tensor([[1, 5, IMAGE_TOKEN]]))
+        image = programs["vision_encoder"].module()(pixel_values())
+        logits = programs["text_decoder"].module()(embeddings, torch.arange(3))
+    assert embeddings.shape == (1, 3, 64)
+    assert image.shape == (1, TOKENS_PER_IMAGE, 64)
+    assert logits.shape == (1, 1, 256)
+    meta = module.metadata()
+    assert meta["get_max_seq_len"] == CHUNK and meta["get_max_context_len"] == 64
+    assert meta["image_token_id"] == IMAGE_TOKEN and meta["image_size"] == IMAGE_SIZE
+    assert meta["use_kv_cache"] is True and meta["enable_dynamic_shape"] is True
+    assert meta["get_eos_ids"] == [2]
+
+
+def test_image_prompt_matches_eager(exported) -> None:
+    reference, _, programs = exported
+    prompt, pixels = image_prompt(), pixel_values()
+    want = eager_vlm_trace(reference, prompt, pixels, STEPS)
+    got = _trace(programs, prompt, pixels, want.tokens)
+    assert_same_run(got, want)
+    # The image matters: another image changes the eager prefill logits.
+    other = eager_vlm_trace(reference, prompt, pixel_values(seed=7), 0)
+    assert float((other.logits[0] - want.logits[0]).abs().max()) > 1e-2
+
+
+def test_text_only_prompt_matches_eager(exported) -> None:
+    reference, _, programs = exported
+    prompt = torch.tensor([[1, 17, 99, 4, 230, 8, 41, 77, 12, 5, 3]])
+    want = eager_vlm_trace(reference, prompt, None, STEPS)
+    got = _trace(programs, prompt, None, want.tokens)
+    assert_same_run(got, want)
+
+
+def test_rejects_unsupported_model_and_cache() -> None:
+    from tests.support.tiny_models import tiny_model
+
+    with pytest.raises(NotImplementedError, match="not supported"):
+        ImageTextToTextExportableModule(tiny_model("llama"))
+    with pytest.raises(NotImplementedError, match="custom KV caches"):
+        ImageTextToTextExportableModule(tiny_gemma3_vlm(), use_custom_kv_cache=False)

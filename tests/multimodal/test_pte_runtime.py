@@ -1,0 +1,94 @@
+"""The lowered .pte, chained by our runtime (executorch_optimum.runtime.multimodal), matches eager."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from executorch_optimum.modules import ImageTextToTextExportableModule
+from executorch_optimum.runtime.multimodal import MultimodalGenerator
+from executorch_optimum.xnnpack import export_to_executorch_with_xnnpack
+from tests.multimodal.tiny_vlm import (
+    IMAGE_SIZE,
+    IMAGE_TOKEN,
+    eager_vlm_trace,
+    image_prompt,
+    pixel_values,
+    program_vlm_trace,
+    tiny_gemma3_vlm,
+)
+from tests.support.parity import assert_same_run
+
+STEPS = 32
+CHUNK = 8
+
+
+@pytest.fixture(scope="module")
+def lowered(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
+    model = tiny_gemma3_vlm()
+    reference = copy.deepcopy(model)
+    module = ImageTextToTextExportableModule(model, max_seq_len=CHUNK, max_context_len=64)
+    result = export_to_executorch_with_xnnpack(module)
+    # The projections of the text decoder and the vision tower run in XNNPACK.
+    portable = result.report.portable_ops()
+    assert not [op for op in portable if "linear" in op or "mm" in op], portable
+    pte = tmp_path_factory.mktemp("pte") / "vlm.pte"
+    pte.write_bytes(result.buffer)
+    return reference, pte
+
+
+def _runtime_trace(generator: MultimodalGenerator, prompt, pixels, forced):
+    generator.reset()
+
+    def decode(embeddings: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return generator.decode_step(embeddings, int(positions[0])).view(1, 1, -1)
+
+    def encode(image: torch.Tensor) -> torch.Tensor:
+        return generator.encode_image(image)
+
+    embed = lambda ids: generator.embed(ids[0].tolist())  # noqa: E731
+    return program_vlm_trace(embed, encode, decode, prompt, pixels, STEPS, CHUNK, forced)
+
+
+def test_metadata_and_methods(lowered) -> None:
+    _, pte = lowered
+    generator = MultimodalGenerator(pte)
+    assert {"token_embedding", "vision_encoder", "text_decoder"} <= set(generator.program.method_names)
+    assert generator.image_token_id == IMAGE_TOKEN and generator.image_size == IMAGE_SIZE
+    assert generator.metadata.max_seq_len == CHUNK and generator.metadata.max_context_len == 64
+
+
+def test_image_prompt_logits_and_tokens(lowered) -> None:
+    reference, pte = lowered
+    generator = MultimodalGenerator(pte)
+    prompt, pixels = image_prompt(), pixel_values()
+    want = eager_vlm_trace(reference, prompt, pixels, STEPS)
+    assert_same_run(_runtime_trace(generator, prompt, pixels, want.tokens), want)
+    # generate(): same greedy tokens, from a fresh cache, twice in a row.
+    for _ in range(2):
+        result = generator.generate(prompt[0].tolist(), [pixels], max_new_tokens=STEPS, stop_on_eos=False)
+        assert result.tokens == want.tokens
+        assert result.stop_reason == "max_new_tokens"
+
+
+def test_text_only_prompt(lowered) -> None:
+    reference, pte = lowered
+    generator = MultimodalGenerator(pte)
+    prompt = torch.tensor([[1, 17, 99, 4, 230, 8, 41, 77, 12, 5, 3]])
+    want = eager_vlm_trace(reference, prompt, None, STEPS)
+    assert_same_run(_runtime_trace(generator, prompt, None, want.tokens), want)
+    result = generator.generate(prompt[0].tolist(), max_new_tokens=STEPS, stop_on_eos=False)
+    assert result.tokens == want.tokens
+
+
+def test_image_token_count_must_match(lowered) -> None:
+    _, pte = lowered
+    generator = MultimodalGenerator(pte)
+    prompt = image_prompt()[0].tolist()
+    with pytest.raises(ValueError, match="image tokens"):
+        generator.generate(prompt, [], max_new_tokens=1)
+    with pytest.raises(ValueError, match="image tokens"):
+        generator.generate(prompt, [pixel_values(), pixel_values()], max_new_tokens=1)

@@ -1,0 +1,133 @@
+"""A tiny random Gemma 3 image-text-to-text model and prompts for multimodal parity tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import transformers
+
+from tests.support.parity import Trace
+
+IMAGE_TOKEN = 250
+BOI_TOKEN = 251
+EOI_TOKEN = 252
+# 32x32 image, 8x8 patches -> 4x4 patches, pooled 2x2 -> 4 image tokens.
+IMAGE_SIZE = 32
+TOKENS_PER_IMAGE = 4
+
+
+def tiny_gemma3_vlm(seed: int = 0) -> transformers.Gemma3ForConditionalGeneration:
+    """Gemma 3 with a 1-layer SigLIP tower and a 2-layer text model (1 sliding : 1 global)."""
+    vision = transformers.SiglipVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=IMAGE_SIZE,
+        patch_size=8,
+    )
+    text = transformers.Gemma3TextConfig(
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=32,
+        sliding_window=8,
+        sliding_window_pattern=2,
+        query_pre_attn_scalar=24,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    config = transformers.Gemma3Config(
+        text_config=text,
+        vision_config=vision,
+        mm_tokens_per_image=TOKENS_PER_IMAGE,
+        image_token_index=IMAGE_TOKEN,
+        boi_token_index=BOI_TOKEN,
+        eoi_token_index=EOI_TOKEN,
+    )
+    config._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    model = transformers.Gemma3ForConditionalGeneration(config)
+    # Random init leaves the projector at zero: give the image a visible effect on the logits.
+    with torch.no_grad():
+        weight = model.model.multi_modal_projector.mm_input_projection_weight
+        weight.copy_(torch.randn_like(weight) * 0.2)
+    return model.eval()
+
+
+def image_prompt(text_before: int = 5, text_after: int = 6) -> torch.Tensor:
+    """[1, S] ids: BOS, text, BOI, image placeholders, EOI, text."""
+    g = torch.Generator().manual_seed(1)
+    before = torch.randint(3, 240, (text_before,), generator=g).tolist()
+    after = torch.randint(3, 240, (text_after,), generator=g).tolist()
+    ids = [1, *before, BOI_TOKEN, *[IMAGE_TOKEN] * TOKENS_PER_IMAGE, EOI_TOKEN, *after]
+    return torch.tensor([ids])
+
+
+def pixel_values(seed: int = 2) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand((1, 3, IMAGE_SIZE, IMAGE_SIZE), generator=g) * 2 - 1
+
+
+# (ids [1, S]) -> embeddings [1, S, D]; (pixels) -> [1, T, D]; (embeddings, positions) -> logits
+Embed = Callable[[torch.Tensor], torch.Tensor]
+Encode = Callable[[torch.Tensor], torch.Tensor]
+Decode = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def eager_vlm_trace(
+    model: transformers.PreTrainedModel, prompt: torch.Tensor, pixels: torch.Tensor | None, steps: int
+) -> Trace:
+    """Greedy decode of the eager model (its own cache, causal attention) from a prompt + image."""
+    cache = transformers.DynamicCache(config=model.config)
+    logits, tokens = [], []
+    with torch.no_grad():
+        row = model(input_ids=prompt, pixel_values=pixels, cache=cache, use_cache=True).logits[0, -1]
+        for _ in range(steps):
+            logits.append(row)
+            token = int(row.argmax())
+            tokens.append(token)
+            row = model(input_ids=torch.tensor([[token]]), cache=cache, use_cache=True).logits[0, -1]
+        logits.append(row)
+    return Trace(logits, tokens)
+
+
+def splice(embed: Embed, encode: Encode, prompt: torch.Tensor, pixels: torch.Tensor | None) -> torch.Tensor:
+    embeddings = embed(prompt).clone()
+    if pixels is not None:
+        slots = prompt[0] == IMAGE_TOKEN
+        embeddings[0, slots] = encode(pixels)[0]
+    return embeddings
+
+
+def program_vlm_trace(
+    embed: Embed,
+    encode: Encode,
+    decode: Decode,
+    prompt: torch.Tensor,
+    pixels: torch.Tensor | None,
+    steps: int,
+    chunk: int,
+    forced: list[int],
+) -> Trace:
+    """Embed, splice the image, prefill in chunks, then decode feeding `forced` (teacher forcing)."""
+    logits, tokens = [], []
+    length = prompt.shape[1]
+    with torch.no_grad():
+        embeddings = splice(embed, encode, prompt, pixels)
+        for begin in range(0, length, chunk):
+            part = embeddings[:, begin : begin + chunk]
+            out = decode(part, torch.arange(begin, begin + part.shape[1]))
+        row = out[0, -1]
+        for i in range(steps):
+            logits.append(row)
+            tokens.append(int(row.argmax()))
+            row = decode(embed(torch.tensor([[forced[i]]])), torch.tensor([length + i]))[0, -1]
+        logits.append(row)
+    return Trace(logits, tokens)
