@@ -92,3 +92,40 @@ def test_image_token_count_must_match(lowered) -> None:
         generator.generate(prompt, [], max_new_tokens=1)
     with pytest.raises(ValueError, match="image tokens"):
         generator.generate(prompt, [pixel_values(), pixel_values()], max_new_tokens=1)
+
+
+def _stock_runner_tokens(pte: Path, tmp_path: Path, inputs: list, max_new_tokens: int) -> list[int]:
+    """Greedy ids from ExecuTorch's stock C++ MultimodalRunner (through its Python binding)."""
+    from executorch.extension.llm.runner import GenerationConfig, MultimodalRunner
+    from tokenizers import Tokenizer, models
+
+    # One printable piece per id ("<007>"), so the runner's text output maps back to ids.
+    tokenizer = Tokenizer(models.BPE(vocab={f"<{i:03d}>": i for i in range(256)}, merges=[]))
+    tokenizer_path = tmp_path / "tokenizer.json"
+    tokenizer.save(str(tokenizer_path))
+    pieces: list[str] = []
+    config = GenerationConfig(
+        echo=False, max_new_tokens=max_new_tokens, temperature=0.0, num_bos=0, num_eos=0
+    )
+    MultimodalRunner(str(pte), str(tokenizer_path)).generate(inputs, config, token_callback=pieces.append)
+    return [int(piece.strip("<>")) for piece in pieces]
+
+
+def test_stock_multimodal_runner_gives_our_tokens(lowered, tmp_path: Path) -> None:
+    from executorch.extension.llm.runner import make_image_input, make_token_input
+
+    _, pte = lowered
+    generator = MultimodalGenerator(pte)
+    ids, pixels = image_prompt()[0].tolist(), pixel_values()
+    ours = generator.generate(ids, [pixels], max_new_tokens=16, stop_on_eos=False).tokens
+    assert 2 not in ours  # no EOS inside the window: both runners produce all 16 tokens
+    # The stock runner feeds each input in one decoder call: text, the image's embeddings, text.
+    first = ids.index(IMAGE_TOKEN)
+    last = first + ids.count(IMAGE_TOKEN)
+    inputs = [make_token_input(ids[:first]), make_image_input(pixels[0]), make_token_input(ids[last:])]
+    assert _stock_runner_tokens(pte, tmp_path, inputs, 16) == ours
+
+    text = [1, 17, 99, 4, 230, 8, 41]  # at most get_max_seq_len: the stock prefiller does not chunk
+    ours_text = generator.generate(text, max_new_tokens=16, stop_on_eos=False).tokens
+    assert 2 not in ours_text
+    assert _stock_runner_tokens(pte, tmp_path, [make_token_input(text)], 16) == ours_text
