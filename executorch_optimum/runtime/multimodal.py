@@ -194,6 +194,16 @@ class MultimodalGenerator:
         (out,) = self._vision.execute([_dense(pixel_values.to(torch.float32))])
         return _dense(out)
 
+    def image_pixels(self, image: str | Path | torch.Tensor) -> torch.Tensor:
+        """An image file or uint8 [H, W, C] tensor -> the vision encoder's [1, 3, S, S] input.
+
+        Raises ImageError for a missing, unreadable or wrongly shaped image.
+        """
+        if self.image_size is None:
+            raise ValueError("the program has no image_size metadata: pass preprocessed pixel values")
+        pixels = load_image(image) if isinstance(image, (str, Path)) else image
+        return preprocess_image(pixels, self.image_size)
+
     def prompt_embeddings(self, tokens: Sequence[int], images: Sequence[torch.Tensor] = ()) -> torch.Tensor:
         """Prompt embeddings [1, S, D], each image's embeddings over its run of image tokens."""
         embeddings = self.embed(tokens)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from executorch_optimum.modules import ImageTextToTextExportableModule
-from executorch_optimum.runtime.multimodal import MultimodalGenerator
+from executorch_optimum.runtime.multimodal import ImageError, MultimodalGenerator
 from executorch_optimum.xnnpack import export_to_executorch_with_xnnpack
 from tests.multimodal.tiny_vlm import (
     IMAGE_SIZE,
@@ -129,3 +129,28 @@ def test_stock_multimodal_runner_gives_our_tokens(lowered, tmp_path: Path) -> No
     ours_text = generator.generate(text, max_new_tokens=16, stop_on_eos=False).tokens
     assert 2 not in ours_text
     assert _stock_runner_tokens(pte, tmp_path, [make_token_input(text)], 16) == ours_text
+
+
+def test_image_file_through_preprocessing(lowered, tmp_path: Path) -> None:
+    reference, pte = lowered
+    generator = MultimodalGenerator(pte)
+    g = torch.Generator().manual_seed(5)
+    image = torch.randint(0, 256, (48, 40, 3), generator=g, dtype=torch.uint8)
+    path = tmp_path / "cat.ppm"
+    path.write_bytes(b"P6\n40 48\n255\n" + image.numpy().tobytes())
+    pixels = generator.image_pixels(path)
+    assert pixels.shape == (1, 3, IMAGE_SIZE, IMAGE_SIZE)
+    torch.testing.assert_close(pixels, generator.image_pixels(image))
+    prompt = image_prompt()
+    want = eager_vlm_trace(reference, prompt, pixels, 8)
+    assert (
+        generator.generate(prompt[0].tolist(), [pixels], max_new_tokens=8, stop_on_eos=False).tokens
+        == want.tokens
+    )
+    with pytest.raises(ImageError, match="no image file"):
+        generator.image_pixels(tmp_path / "missing.png")
+    (tmp_path / "text.png").write_text("hello")
+    with pytest.raises(ImageError, match="not a supported image"):
+        generator.image_pixels(tmp_path / "text.png")
+    with pytest.raises(ImageError, match="channels"):
+        generator.image_pixels(torch.zeros(8, 8, 4, dtype=torch.uint8))
