@@ -89,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="load *.bin/*.pt pickle weights (they can run code when loaded: trusted files only)",
     )
     p.add_argument(
+        "--native_kernels",
+        action="store_true",
+        help="sliding-window and softcapped attention on our C++ kernels (exact-size rings, no masks); "
+        "the runtime must load libeo_et_kernels.so (//tools:generate does)",
+    )
+    p.add_argument(
         "--full_logits",
         action="store_true",
         help="return logits for every position, not only the last (slower prefill)",
