@@ -57,8 +57,19 @@ def program_trace(step: Step, prompt: torch.Tensor, steps: int, chunk: int, forc
 
 
 def assert_same_run(got: Trace, want: Trace, rel_tol: float = 1e-4) -> None:
-    """Logits within fp32 tolerance (relative to the logit scale) and identical greedy tokens."""
-    scale = max(1.0, max(float(w.abs().max()) for w in want.logits))
+    """Logits within tolerance (relative to the logit scale) and the same greedy tokens.
+
+    A greedy token may differ only where the reference itself cannot tell the two apart:
+    its logits for both tokens are closer than the allowed error (a near-tie). Anything
+    else is a real divergence.
+    """
+    tol = rel_tol * max(1.0, max(float(w.abs().max()) for w in want.logits))
     worst = max(float((g - w).abs().max()) for g, w in zip(got.logits, want.logits, strict=True))
-    assert worst <= rel_tol * scale, f"max |logit diff| {worst:.3g} > {rel_tol * scale:.3g}"
-    assert got.tokens == want.tokens, f"greedy tokens differ:\n got {got.tokens}\nwant {want.tokens}"
+    assert worst <= tol, f"max |logit diff| {worst:.3g} > {tol:.3g}"
+    assert len(got.tokens) == len(want.tokens)
+    for step, (g, w) in enumerate(zip(got.tokens, want.tokens, strict=True)):
+        margin = float(want.logits[step][w] - want.logits[step][g])
+        assert g == w or margin <= 2 * tol, (
+            f"greedy tokens differ at step {step} (reference margin {margin:.3g} > {2 * tol:.3g}):\n"
+            f" got {got.tokens}\nwant {want.tokens}"
+        )
