@@ -22,7 +22,7 @@ Then a small Gemma 3-shaped model (random weights, fixed seed) is exported both 
 decode (and prefill) tokens/s, and whether their greedy tokens agree.
 
     ./bazelw run //tools:bench_ring_attention -- --quick
-    ./bazelw run //tools:bench_ring_attention -- --threads 2 --json /tmp/bench.json
+    ./bazelw run //tools:bench_ring_attention -- --threads 2 --json bench.json
 
 Timings on a shared machine drift between runs; compare the two variants within one run.
 """

@@ -6,7 +6,7 @@
 #   tools/remote_cache_demo.sh [TARGET...]        (default: //models:ci_zoo)
 #
 # `bazel clean` deletes this workspace's outputs: run it in a fresh clone
-# (git clone <repo> /tmp/zoo_clone && /tmp/zoo_clone/tools/remote_cache_demo.sh).
+# (clone=$(mktemp -d) && git clone <repo> "$clone" && "$clone"/tools/remote_cache_demo.sh).
 # It refuses to run where bazel-bin already exists unless EO_DEMO_CLEAN_OK=1.
 # Needs nginx-light (Debian): installed with apt-get when missing (root or sudo).
 set -euo pipefail
