@@ -213,6 +213,10 @@ def export_model(options: ExportOptions, progress: Progress = print) -> ExportRe
         )
     with _phase("export+lower", timings, progress):
         lowered = export_to_executorch_with_xnnpack(module)
+        steps = ", ".join(
+            f"{name.removesuffix('_s')} {seconds:.1f} s" for name, seconds in lowered.timings.items()
+        )
+        progress(f"  ({steps})")
     with _phase("serialise", timings, progress):
         data = lowered.buffer
         _atomic_write(options.output, data)
