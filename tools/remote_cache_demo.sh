@@ -30,11 +30,11 @@ if [ -z "$nginx_bin" ]; then
   nginx_bin=/usr/sbin/nginx
 fi
 
-work=$(mktemp -d /tmp/eo_remote_cache.XXXXXX)
+work=$(mktemp -d -t eo_remote_cache.XXXXXX)
 chmod 755 "$work"
-mkdir -p "$work/cache" "$work/tmp" "$work/logs"
+mkdir -p "$work/cache" "$work/nginx_temp" "$work/logs"
 # nginx's workers run as `nobody`: the cache must be writable by them, or every PUT is a 500.
-if [ "$(id -u)" -eq 0 ]; then chown nobody "$work/cache" "$work/tmp"; else chmod 777 "$work/cache" "$work/tmp"; fi
+if [ "$(id -u)" -eq 0 ]; then chown nobody "$work/cache" "$work/nginx_temp"; else chmod 777 "$work/cache" "$work/nginx_temp"; fi
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
 cat >"$work/nginx.conf" <<CONF
@@ -46,11 +46,11 @@ $([ "$(id -u)" -eq 0 ] && echo "user nobody nogroup;")
 events { worker_connections 256; }
 http {
   access_log $work/logs/access.log;
-  client_body_temp_path $work/tmp/body;
-  proxy_temp_path $work/tmp/proxy;
-  fastcgi_temp_path $work/tmp/fastcgi;
-  uwsgi_temp_path $work/tmp/uwsgi;
-  scgi_temp_path $work/tmp/scgi;
+  client_body_temp_path $work/nginx_temp/body;
+  proxy_temp_path $work/nginx_temp/proxy;
+  fastcgi_temp_path $work/nginx_temp/fastcgi;
+  uwsgi_temp_path $work/nginx_temp/uwsgi;
+  scgi_temp_path $work/nginx_temp/scgi;
   server {
     listen 127.0.0.1:$port;
     root $work/cache;
