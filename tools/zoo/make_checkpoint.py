@@ -3,13 +3,13 @@
 
 Writes exactly config.json, model.safetensors and tokenizer.json (a byte-level BPE trained
 locally, with as many tokens as the config's vocabulary) into --out_dir. The same config
-and seed give the same bytes, so every export downstream of it is cacheable.
+and seed give the same bytes, so every export downstream of it is cacheable. The work is
+`executorch_optimum.default_model.checkpoint.make_checkpoint` (the benchmark uses it too).
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
@@ -27,23 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_checkpoint(config_json: Path, out_dir: Path, seed: int, scratch: Path) -> None:
-    import torch
-    import transformers
+    # Imported here: the package imports torch, which must come after action_scratch.
+    from executorch_optimum.default_model.checkpoint import make_checkpoint as write_checkpoint
 
-    from executorch_optimum.default_model import train_tokenizer
-
-    staging = scratch / "config"
-    staging.mkdir()
-    shutil.copyfile(config_json, staging / "config.json")
-    config = transformers.AutoConfig.from_pretrained(staging, local_files_only=True)
-    torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(config)
-    saved = scratch / "saved"
-    model.save_pretrained(saved, safe_serialization=True, max_shard_size="1000GB")
-    train_tokenizer(config.vocab_size).save(str(saved / "tokenizer.json"))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name in OUTPUTS:
-        shutil.move(saved / name, out_dir / name)
+    write_checkpoint(config_json, out_dir, seed, scratch)
 
 
 def main(argv: list[str] | None = None) -> int:

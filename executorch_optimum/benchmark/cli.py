@@ -1,0 +1,232 @@
+"""`bazel run //tools:benchmark`: the command line over `executorch_optimum.benchmark`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from executorch_optimum.benchmark.errors import BenchmarkError
+from executorch_optimum.benchmark.exporters import Exporter, OurExporter
+from executorch_optimum.benchmark.variants import VARIANTS, parse_variant_list
+from executorch_optimum.benchmark.workdir import DEFAULT_WORK_DIR
+from executorch_optimum.benchmark.zoo import parse_model_list, zoo_models
+
+DESCRIPTION = """\
+Benchmark our ExecuTorch exporter on zoo models (random weights from a fixed seed):
+export wall/CPU time and peak RSS, .pte size, ExecuTorch runtime prefill and decode
+tokens/s, the eager transformers model on the same weights, and a memory-bandwidth
+roofline. Prints a Markdown table; writes results.json, results.md and
+decode_vs_context.png to --out_dir. Progress goes to stderr."""
+
+EPILOG = """\
+Variants: fp32 (float32); 8da4w (--qlinear 8da4w, group 32, --qembedding 8w).
+Exports and checkpoints are cached in --work_dir, keyed by config, options and the
+exporter's source version; a cached export reports the measurements made when it was built.
+Example: bazel run //tools:benchmark -- --models smollm2_135m --variants fp32,8da4w"""
+
+Factory = Callable[[argparse.Namespace], Exporter]
+
+
+def comparison_exporters() -> dict[str, Factory]:
+    """Exporters `--compare` accepts: optimum-executorch when its adapter is installed."""
+    found: dict[str, Factory] = {}
+    try:
+        from executorch_optimum.benchmark.incumbent import IncumbentExporter
+    except ImportError:
+        return found
+    name = getattr(IncumbentExporter, "name", "optimum-executorch")
+    found[name] = lambda args: IncumbentExporter(
+        max_seq_len=args.max_seq_len, max_context_len=args.max_context_len
+    )
+    return found
+
+
+def _user_path(path: str) -> Path:
+    """~ expanded; relative to where the user ran `bazel run`, not the runfiles."""
+    expanded = Path(path).expanduser()
+    if expanded.is_absolute():
+        return expanded
+    return Path(os.environ.get("BUILD_WORKING_DIRECTORY", os.getcwd()), expanded).resolve()
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bazel run //tools:benchmark --",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    zoo = ", ".join(zoo_models())
+    p.add_argument(
+        "--models",
+        default="smollm2_135m",
+        metavar="A,B",
+        help=f"comma-separated zoo models (folders of models/: {zoo}) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--variants",
+        default="fp32,8da4w",
+        metavar="A,B",
+        help=f"comma-separated export variants: {', '.join(VARIANTS)} (default: %(default)s)",
+    )
+    p.add_argument(
+        "--plot_models",
+        default="gemma3_270m,smollm2_135m",
+        metavar="A,B",
+        help="models for the decode-speed-vs-context plot, exported as the first variant; "
+        "'' = no plot (default: %(default)s: a sliding-window and a full-attention model)",
+    )
+    p.add_argument(
+        "--work_dir",
+        default=str(DEFAULT_WORK_DIR),
+        metavar="DIR",
+        help="cache of checkpoints and exports (default: %(default)s)",
+    )
+    p.add_argument(
+        "--out_dir", metavar="DIR", help="where results.json/.md and the plot go (default: WORK_DIR/results)"
+    )
+    p.add_argument("--fresh", action="store_true", help="re-export even when a cached export matches")
+    p.add_argument(
+        "--prompt_len",
+        type=_positive,
+        default=128,
+        metavar="N",
+        help="prompt tokens for prefill, fed in chunks of the program's get_max_seq_len (default: %(default)s)",
+    )
+    p.add_argument(
+        "--new_tokens",
+        type=_positive,
+        default=128,
+        metavar="N",
+        help="greedy decode steps timed (default: %(default)s)",
+    )
+    p.add_argument(
+        "--threads",
+        type=_positive,
+        default=2,
+        metavar="N",
+        help="ExecuTorch threadpool size, torch threads for eager and the bandwidth copy (default: %(default)s)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=_positive,
+        default=3,
+        metavar="N",
+        help="timed runs after one warm-up (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max_seq_len",
+        type=_positive,
+        default=128,
+        metavar="N",
+        help="export: most tokens per forward call (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max_context_len",
+        type=_positive,
+        metavar="N",
+        help="export: KV-cache length (default: the model's limit, at most 2048)",
+    )
+    p.add_argument("--no_eager", action="store_true", help="skip the eager transformers baseline")
+    p.add_argument(
+        "--compare",
+        metavar="EXPORTER",
+        action="append",
+        default=[],
+        help="also export with EXPORTER and report ours/theirs ratios (e.g. optimum-executorch; "
+        "available here: " + (", ".join(comparison_exporters()) or "none") + ")",
+    )
+    return p
+
+
+def _plan(args: argparse.Namespace):  # noqa: ANN202 (returns config, exporters, out_dir)
+    from executorch_optimum.benchmark.results import check_writable_dir
+    from executorch_optimum.benchmark.runner import BenchmarkConfig
+
+    models = parse_model_list(args.models)
+    variants = parse_variant_list(args.variants)
+    plot_models = parse_model_list(args.plot_models, "--plot_models") if args.plot_models.strip() else []
+    if args.max_context_len is not None and args.max_context_len < args.max_seq_len:
+        raise BenchmarkError(
+            f"--max_context_len ({args.max_context_len}) must be >= --max_seq_len ({args.max_seq_len})"
+        )
+    if args.max_context_len is not None and args.prompt_len + args.new_tokens > args.max_context_len:
+        raise BenchmarkError(
+            f"--prompt_len + --new_tokens ({args.prompt_len + args.new_tokens}) exceeds "
+            f"--max_context_len ({args.max_context_len})"
+        )
+    exporters: list[Exporter] = [
+        OurExporter(max_seq_len=args.max_seq_len, max_context_len=args.max_context_len)
+    ]
+    available = comparison_exporters()
+    for name in dict.fromkeys(args.compare):
+        if name not in available:
+            raise BenchmarkError(
+                f"unknown exporter '{name}' for --compare (available: {', '.join(available) or 'none installed'})"
+            )
+        exporters.append(available[name](args))
+    work_dir = check_writable_dir(_user_path(args.work_dir))
+    out_dir = check_writable_dir(_user_path(args.out_dir) if args.out_dir else work_dir / "results")
+    config = BenchmarkConfig(
+        models=models,
+        variants=variants,
+        work_dir=work_dir,
+        plot_models=plot_models,
+        prompt_len=args.prompt_len,
+        new_tokens=args.new_tokens,
+        threads=args.threads,
+        repeats=args.repeats,
+        fresh=args.fresh,
+        eager=not args.no_eager,
+    )
+    return config, exporters, out_dir
+
+
+PLOT_FILE = "decode_vs_context.png"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config, exporters, out_dir = _plan(args)
+    except BenchmarkError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from executorch_optimum.benchmark.progress import Progress
+    from executorch_optimum.benchmark.results import to_json, to_markdown, write_outputs
+    from executorch_optimum.benchmark.runner import Benchmark
+
+    progress = Progress()
+    try:
+        results = Benchmark(config, exporters, progress).run()
+        files = {"results.json": to_json(results).encode()}
+        plot_name = None
+        if results.context_sweeps:
+            from executorch_optimum.benchmark.plot import plot_context_sweeps
+
+            plot_name = PLOT_FILE
+            files[PLOT_FILE] = plot_context_sweeps(results.context_sweeps)
+        markdown = to_markdown(results, plot_name)
+        files["results.md"] = markdown.encode()
+        written = write_outputs(out_dir, files)
+    except BenchmarkError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(markdown)
+    progress(f"wrote {', '.join(str(p) for p in written)}")
+    return 0

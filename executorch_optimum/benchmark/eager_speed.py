@@ -1,0 +1,57 @@
+"""The eager transformers baseline: same weights, same prompt, same protocol as the .pte.
+
+fp32, the model's default attention implementation, a DynamicCache; prefill the prompt in
+one call, then `new_tokens` greedy single-token calls. `torch.set_num_threads(threads)`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from executorch_optimum.benchmark.runtime_speed import RunSample, SpeedResult
+
+
+def load_eager_model(checkpoint_dir: Path) -> torch.nn.Module:
+    import transformers
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        checkpoint_dir, local_files_only=True, dtype=torch.float32
+    )
+    return model.eval()
+
+
+@torch.inference_mode()
+def eager_run(model: torch.nn.Module, prompt: Sequence[int], new_tokens: int) -> RunSample:
+    ids = torch.tensor([list(prompt)], dtype=torch.long)
+    t0 = time.perf_counter()
+    out = model(input_ids=ids, use_cache=True)
+    t1 = time.perf_counter()
+    past = out.past_key_values
+    token = int(torch.argmax(out.logits[0, -1]))
+    tokens = [token]
+    t2 = time.perf_counter()
+    for _ in range(new_tokens):
+        out = model(input_ids=torch.tensor([[token]], dtype=torch.long), past_key_values=past, use_cache=True)
+        past = out.past_key_values
+        token = int(torch.argmax(out.logits[0, -1]))
+        tokens.append(token)
+    t3 = time.perf_counter()
+    return RunSample(prefill_s=t1 - t0, decode_s=t3 - t2, tokens=tokens)
+
+
+def measure_eager(
+    model: torch.nn.Module, prompt: Sequence[int], new_tokens: int, threads: int, repeats: int = 3
+) -> SpeedResult:
+    """A warm-up run, then `repeats` timed runs."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        eager_run(model, prompt, new_tokens)
+        samples = [eager_run(model, prompt, new_tokens) for _ in range(repeats)]
+    finally:
+        torch.set_num_threads(previous)
+    return SpeedResult.from_samples(samples, len(prompt), new_tokens, len(prompt))

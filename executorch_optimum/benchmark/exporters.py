@@ -1,0 +1,158 @@
+"""The exporter abstraction: a name, a cache key, and export(checkpoint, variant, out_dir).
+
+`OurExporter` runs `executorch_optimum.export.export_model` in a child process and measures
+that child (wall, CPU, peak RSS). Another exporter (optimum-executorch: `IncumbentExporter`
+in `executorch_optimum.benchmark.incumbent`, when present) implements the same protocol.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from executorch_optimum.benchmark.errors import BenchmarkError
+from executorch_optimum.benchmark.measure import child_environment, run_measured
+from executorch_optimum.benchmark.variants import get_variant
+
+Progress = Callable[[str], None]
+
+# The package as imported (the child imports the same one): in Bazel runfiles, the tree of
+# symlinks to exactly the sources the binary depends on.
+PACKAGE_DIR = Path(__file__).parents[1]
+# export_model's progress: "[load] done in 3.2 s"
+_PHASE_DONE = re.compile(r"^\[([\w+-]+)\] done in ([0-9.]+) s$")
+
+
+@dataclass
+class ExportMeasurement:
+    """What one export cost and produced. `pte` is absolute in memory, a file name on disk."""
+
+    exporter: str
+    variant: str
+    pte: str
+    pte_bytes: int
+    wall_s: float
+    user_s: float
+    sys_s: float
+    peak_rss_bytes: int
+    cached: bool = False
+    phases: dict[str, float] = field(default_factory=dict)  # the exporter's own split, if any
+
+    @property
+    def cpu_s(self) -> float:
+        return self.user_s + self.sys_s
+
+
+class Exporter(Protocol):
+    """What the benchmark needs from an exporter (ours, optimum-executorch, ...)."""
+
+    name: str  # short, file-name safe: "ours", "optimum-executorch"
+
+    def cache_key(self) -> str:
+        """Changes whenever the same checkpoint + variant could export differently
+        (exporter source version, library versions, export settings)."""
+        ...
+
+    def export(
+        self, checkpoint_dir: Path, variant: str, out_dir: Path, progress: Progress = print
+    ) -> ExportMeasurement:
+        """Exports `checkpoint_dir` as `variant` into the empty directory `out_dir` (a .pte
+        with `forward(tokens [1,S] int64, positions [S] int64) -> logits` and the runner
+        metadata) and returns the measured cost; raises BenchmarkError on failure."""
+        ...
+
+
+def library_versions(*names: str) -> dict[str, str]:
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def source_version(root: Path = PACKAGE_DIR, exclude: tuple[str, ...] = ("benchmark",)) -> str:
+    """sha256 over the exporter's Python sources (this package minus `exclude`)."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if rel.parts[0] in exclude or "__pycache__" in rel.parts:
+            continue
+        digest.update(str(rel).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+class OurExporter:
+    """executorch_optimum's exporter, in a child process (`export_child`)."""
+
+    name = "ours"
+
+    def __init__(self, max_seq_len: int = 128, max_context_len: int | None = None) -> None:
+        self.max_seq_len = max_seq_len
+        self.max_context_len = max_context_len
+        # Hashed once: every export of one run is keyed by the same source version.
+        self._source = source_version()
+
+    def cache_key(self) -> str:
+        return json.dumps(
+            {
+                "source": self._source,
+                "versions": library_versions("torch", "executorch", "torchao", "transformers"),
+                "max_seq_len": self.max_seq_len,
+                "max_context_len": self.max_context_len,
+            },
+            sort_keys=True,
+        )
+
+    def export(
+        self, checkpoint_dir: Path, variant: str, out_dir: Path, progress: Progress = print
+    ) -> ExportMeasurement:
+        spec = get_variant(variant)
+        pte, report = out_dir / "model.pte", out_dir / "report.json"
+        request = {
+            "model_dir": str(checkpoint_dir),
+            "output": str(pte),
+            "report": str(report),
+            "qlinear": spec.qlinear,
+            "qlinear_group_size": spec.qlinear_group_size,
+            "qembedding": spec.qembedding,
+            "qembedding_group_size": spec.qembedding_group_size,
+            "max_seq_len": self.max_seq_len,
+            "max_context_len": self.max_context_len,
+        }
+        request_file = out_dir / "request.json"
+        request_file.write_text(json.dumps(request, indent=2) + "\n")
+        cmd = [sys.executable, "-m", "executorch_optimum.benchmark.export_child", str(request_file)]
+        phases: dict[str, float] = {}
+
+        def on_line(line: str) -> None:
+            progress(f"  | {line}")
+            done = _PHASE_DONE.match(line.strip())
+            if done:
+                phases[done.group(1)] = float(done.group(2))
+
+        result = run_measured(cmd, env=child_environment(), on_line=on_line)
+        if result.returncode != 0 or not pte.is_file():
+            last = next((line for line in reversed(result.tail) if line.strip()), "no output")
+            raise BenchmarkError(
+                f"our exporter failed (exit {result.returncode}) for {checkpoint_dir}: {last}"
+            )
+        return ExportMeasurement(
+            exporter=self.name,
+            variant=variant,
+            pte=str(pte),
+            pte_bytes=pte.stat().st_size,
+            wall_s=result.wall_s,
+            user_s=result.user_s,
+            sys_s=result.sys_s,
+            peak_rss_bytes=result.peak_rss_bytes,
+            phases=phases,
+        )

@@ -1,0 +1,221 @@
+"""ExecuTorch runtime speed of any LLM .pte: prefill and greedy decode tokens/s.
+
+Generic over every program with `forward(tokens [1, S] int64, positions [S] (or [1]) int64)`
+returning logits `[1, S, V]`, `[1, 1, V]` or `[1, V]` and the runner metadata
+(`get_max_seq_len`, `get_max_context_len`): ours and optimum-executorch's alike. Loading,
+inputs and logits handling are `executorch_optimum.runtime.Generator`'s; this module adds
+the timed protocol:
+
+- the prompt is fed in chunks of min(get_max_seq_len, the tokens input's bound) tokens;
+- prefill tokens/s = prompt tokens / prefill time (all chunks);
+- decode tokens/s = `new_tokens` single-token greedy forward calls / their time (the first
+  new token comes from the prefill logits);
+- every run starts from fresh KV caches (the method is reloaded outside the timed region);
+- one untimed warm-up run, then `repeats` runs; several programs are measured interleaved
+  (run r of each program back to back, order alternating) so load on a shared machine
+  affects them alike.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from executorch_optimum.benchmark.errors import BenchmarkError
+from executorch_optimum.benchmark.stats import Stat
+
+
+def set_runtime_threads(threads: int) -> int:
+    """Sizes ExecuTorch's threadpool (XNNPACK and custom ops run on it); returns the new count."""
+    from executorch.extension.pybindings import portable_lib
+
+    portable_lib._unsafe_reset_threadpool(threads)
+    return int(portable_lib._threadpool_get_thread_count())
+
+
+def make_prompt(length: int, vocab_size: int, seed: int = 0) -> list[int]:
+    """A fixed pseudo-random prompt of token ids (ids 0-2 are skipped: often special)."""
+    low = 3 if vocab_size > 3 else 0
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(low, vocab_size, (length,), generator=generator).tolist()
+
+
+@dataclass
+class RunSample:
+    """One timed run: prefill and decode seconds, and the greedy tokens it produced."""
+
+    prefill_s: float
+    decode_s: float
+    tokens: list[int] = field(default_factory=list)
+
+
+@dataclass
+class SpeedResult:
+    """Repeated runs of one program (or of the eager model): samples and their stats."""
+
+    prompt_len: int
+    new_tokens: int
+    prefill_chunk: int
+    prefill_s: list[float]
+    decode_s: list[float]
+    tokens: list[int] = field(default_factory=list)  # greedy tokens of the last run
+
+    @property
+    def prefill_tokens_per_s(self) -> list[float]:
+        return [self.prompt_len / s for s in self.prefill_s]
+
+    @property
+    def decode_tokens_per_s(self) -> list[float]:
+        return [self.new_tokens / s for s in self.decode_s]
+
+    def prefill_stat(self) -> Stat:
+        return Stat.of(self.prefill_tokens_per_s)
+
+    def decode_stat(self) -> Stat:
+        return Stat.of(self.decode_tokens_per_s)
+
+    @classmethod
+    def from_samples(
+        cls, samples: Sequence[RunSample], prompt_len: int, new_tokens: int, chunk: int
+    ) -> SpeedResult:
+        return cls(
+            prompt_len=prompt_len,
+            new_tokens=new_tokens,
+            prefill_chunk=chunk,
+            prefill_s=[s.prefill_s for s in samples],
+            decode_s=[s.decode_s for s in samples],
+            tokens=list(samples[-1].tokens) if samples else [],
+        )
+
+
+class PteBench:
+    """One loaded .pte and a fixed prompt; `run()` is one timed prefill + decode."""
+
+    def __init__(self, pte: str | Path, prompt: Sequence[int], new_tokens: int) -> None:
+        from executorch_optimum.runtime import Generator
+
+        if not prompt:
+            raise BenchmarkError("the prompt is empty")
+        if new_tokens < 1:
+            raise BenchmarkError(f"new_tokens must be >= 1, got {new_tokens}")
+        try:
+            self.generator = Generator(pte)
+        except (FileNotFoundError, ValueError, RuntimeError) as err:
+            raise BenchmarkError(f"cannot load {pte}: {err}") from None
+        if self.generator._num_inputs != 2:
+            raise BenchmarkError(
+                f"{pte}: forward takes {self.generator._num_inputs} inputs, expected (tokens, positions)"
+            )
+        self.pte = Path(pte)
+        self.metadata = self.generator.metadata
+        self.prompt = list(prompt)
+        self.new_tokens = new_tokens
+        tokens_bound = self.generator.program.metadata("forward").input_tensor_meta(0).sizes()[-1]
+        self.chunk = max(1, min(self.metadata.max_seq_len, tokens_bound))
+        needed = len(self.prompt) + new_tokens
+        if needed > self.metadata.max_context_len:
+            raise BenchmarkError(
+                f"{self.pte.name}: prompt {len(self.prompt)} + {new_tokens} new tokens exceeds its "
+                f"context of {self.metadata.max_context_len} tokens"
+            )
+
+    def _fresh(self) -> None:
+        self.generator.reset()
+
+    def _prefill(self, prompt: Sequence[int], start: int = 0) -> torch.Tensor:
+        logits = None
+        for begin in range(0, len(prompt), self.chunk):
+            logits = self.generator.forward(prompt[begin : begin + self.chunk], start + begin)
+        return logits
+
+    def run(self) -> RunSample:
+        self._fresh()
+        t0 = time.perf_counter()
+        logits = self._prefill(self.prompt)
+        t1 = time.perf_counter()
+        token = int(torch.argmax(logits))
+        tokens = [token]
+        position = len(self.prompt)
+        t2 = time.perf_counter()
+        for _ in range(self.new_tokens):
+            logits = self.generator.forward([token], position)
+            token = int(torch.argmax(logits))
+            tokens.append(token)
+            position += 1
+        t3 = time.perf_counter()
+        return RunSample(prefill_s=t1 - t0, decode_s=t3 - t2, tokens=tokens)
+
+    def decode_at(self, position: int, steps: int, warmup_prompt: int = 16) -> float:
+        """Seconds per single-token decode call with `position` tokens in the cache.
+
+        A short prefill, then `steps` calls at positions position .. position+steps-1: the
+        cost of attending over the context, without generating it (cache slots in between
+        hold stale values, which changes the numbers, not the work)."""
+        if position + steps > self.metadata.max_context_len:
+            raise BenchmarkError(
+                f"{self.pte.name}: position {position} + {steps} steps exceeds the context of "
+                f"{self.metadata.max_context_len}"
+            )
+        self._fresh()
+        prefix = self.prompt[: min(warmup_prompt, len(self.prompt), position)] or self.prompt[:1]
+        logits = self._prefill(prefix)
+        token = int(torch.argmax(logits))
+        start = time.perf_counter()
+        for step in range(steps):
+            logits = self.generator.forward([token], position + step)
+            token = int(torch.argmax(logits))
+        return (time.perf_counter() - start) / steps
+
+
+def measure_interleaved(benches: Sequence[PteBench], repeats: int, warmup: bool = True) -> list[SpeedResult]:
+    """`repeats` runs of each program, interleaved; one SpeedResult per bench, in order."""
+    if repeats < 1:
+        raise BenchmarkError(f"repeats must be >= 1, got {repeats}")
+    if warmup:
+        for bench in benches:
+            bench.run()
+    samples: list[list[RunSample]] = [[] for _ in benches]
+    order = list(range(len(benches)))
+    for r in range(repeats):
+        for i in order if r % 2 == 0 else reversed(order):
+            samples[i].append(benches[i].run())
+    return [
+        SpeedResult.from_samples(s, len(b.prompt), b.new_tokens, b.chunk)
+        for b, s in zip(benches, samples, strict=True)
+    ]
+
+
+def measure_pte(
+    pte: str | Path, prompt: Sequence[int], new_tokens: int, repeats: int = 3, warmup: bool = True
+) -> SpeedResult:
+    """The runtime speed of one program (see the module docstring for the protocol)."""
+    return measure_interleaved([PteBench(pte, prompt, new_tokens)], repeats, warmup)[0]
+
+
+def context_positions(
+    max_context_len: int, steps: int, grid: Sequence[int] = (128, 512, 1024, 2048)
+) -> list[int]:
+    """The grid clipped to what the context allows (position + steps <= max_context_len)."""
+    top = max_context_len - steps
+    if top < 1:
+        return []
+    return sorted({min(p, top) for p in grid if p >= 1})
+
+
+def measure_context_sweep(
+    benches: Sequence[PteBench], positions: Sequence[int], steps: int = 16, repeats: int = 3
+) -> list[dict[int, Stat]]:
+    """Decode tokens/s at each cache position, per bench (interleaved like the speed runs)."""
+    results: list[dict[int, list[float]]] = [{p: [] for p in positions} for _ in benches]
+    for bench in benches:  # warm-up
+        bench.decode_at(positions[0], 1)
+    for r in range(repeats):
+        for position in positions:
+            order = range(len(benches)) if r % 2 == 0 else reversed(range(len(benches)))
+            for i in order:
+                results[i][position].append(1.0 / benches[i].decode_at(position, steps))
+    return [{p: Stat.of(v) for p, v in per.items()} for per in results]

@@ -1,0 +1,93 @@
+"""Argument errors: one line on stderr, exit status 2, no work started, no output written."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from executorch_optimum.benchmark.cli import build_parser, main
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    err = capsys.readouterr().err
+    return code, err
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> list[str]:
+    return ["--work_dir", str(tmp_path / "work")]
+
+
+def test_unknown_model_lists_the_zoo(capsys: pytest.CaptureFixture[str], work: list[str]) -> None:
+    code, err = _run(capsys, "--models", "smollm2_tiny,llama9", *work)
+    assert code == 2
+    assert err.startswith("error: unknown model 'llama9' (zoo models: ")
+    assert "smollm2_135m" in err and "gemma3_tiny" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_unknown_plot_model(capsys: pytest.CaptureFixture[str], work: list[str]) -> None:
+    code, err = _run(capsys, "--models", "smollm2_tiny", "--plot_models", "nope", *work)
+    assert code == 2 and "unknown model 'nope'" in err
+
+
+def test_bad_variant(capsys: pytest.CaptureFixture[str], work: list[str]) -> None:
+    code, err = _run(capsys, "--models", "smollm2_tiny", "--variants", "fp32,int3", *work)
+    assert code == 2
+    assert err.strip() == "error: unknown variant 'int3' (variants: fp32, 8da4w)"
+
+
+def test_unwritable_out_dir(capsys: pytest.CaptureFixture[str], work: list[str], tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    if os.access(locked, os.W_OK):
+        pytest.skip("running as a user that can write anywhere")
+    code, err = _run(capsys, "--models", "smollm2_tiny", "--out_dir", str(locked / "results"), *work)
+    assert code == 2 and err.startswith("error: output directory is not writable")
+
+
+def test_out_dir_is_a_file(capsys: pytest.CaptureFixture[str], work: list[str], tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, err = _run(capsys, "--models", "smollm2_tiny", "--out_dir", str(blocker / "results"), *work)
+    assert code == 2 and err.startswith("error: output directory is not writable")
+    assert blocker.read_text() == "x"
+
+
+def test_unknown_comparison(capsys: pytest.CaptureFixture[str], work: list[str]) -> None:
+    code, err = _run(capsys, "--models", "smollm2_tiny", "--compare", "tflite", *work)
+    assert code == 2 and err.startswith("error: unknown exporter 'tflite' for --compare")
+
+
+def test_context_too_short(capsys: pytest.CaptureFixture[str], work: list[str]) -> None:
+    code, err = _run(capsys, "--models", "smollm2_tiny", "--max_context_len", "200", *work)
+    assert code == 2 and "exceeds --max_context_len (200)" in err
+
+
+@pytest.mark.parametrize("flag", ["--repeats", "--threads", "--prompt_len"])
+def test_non_positive_numbers(capsys: pytest.CaptureFixture[str], flag: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([flag, "0"])
+    assert exit_info.value.code == 2
+    assert "must be >= 1" in capsys.readouterr().err
+
+
+def test_help_explains_every_flag() -> None:
+    parser = build_parser()
+    for action in parser._actions:
+        assert action.help, f"{action.option_strings} has no help"
+    text = parser.format_help()
+    for flag in (
+        "--models",
+        "--variants",
+        "--plot_models",
+        "--work_dir",
+        "--out_dir",
+        "--fresh",
+        "--compare",
+    ):
+        assert flag in text

@@ -1,0 +1,122 @@
+"""One tiny fp32 export, reused: the measured, cached export; the runtime speed function
+gives eager transformers' greedy tokens; the whole pipeline writes its outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from executorch_optimum.benchmark import workdir
+from executorch_optimum.benchmark.eager_speed import eager_run, load_eager_model, measure_eager
+from executorch_optimum.benchmark.errors import BenchmarkError
+from executorch_optimum.benchmark.exporters import OurExporter
+from executorch_optimum.benchmark.progress import Progress
+from executorch_optimum.benchmark.runtime_speed import (
+    PteBench,
+    context_positions,
+    make_prompt,
+    measure_context_sweep,
+    measure_interleaved,
+    measure_pte,
+)
+from executorch_optimum.benchmark.zoo import config_path
+
+MODEL = "smollm2_tiny"
+MAX_SEQ_LEN, MAX_CONTEXT = 16, 96
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("work")
+
+
+@pytest.fixture(scope="module")
+def exported(work: Path) -> dict:
+    progress = Progress(quiet=True)
+    checkpoint, key = workdir.ensure_checkpoint(work, MODEL, config_path(MODEL), progress)
+    exporter = OurExporter(max_seq_len=MAX_SEQ_LEN, max_context_len=MAX_CONTEXT)
+    measured = workdir.cached_export(work, exporter, MODEL, "fp32", checkpoint, key, progress)
+    return {"checkpoint": checkpoint, "key": key, "exporter": exporter, "measured": measured}
+
+
+def test_export_is_measured_and_cached(work: Path, exported: dict) -> None:
+    first = exported["measured"]
+    pte = Path(first.pte)
+    assert pte.is_file() and pte.stat().st_size == first.pte_bytes
+    assert not first.cached
+    assert first.wall_s > 0 and first.cpu_s > 0
+    assert first.peak_rss_bytes > 100 * 2**20  # a process that imported torch
+    assert "export+lower" in first.phases
+    stored = json.loads((pte.parent / workdir.MEASUREMENT_FILE).read_text())
+    assert stored["pte"] == "model.pte" and stored["cached"] is False
+
+    lines: list[str] = []
+    again = workdir.cached_export(
+        work, exported["exporter"], MODEL, "fp32", exported["checkpoint"], exported["key"], lines.append
+    )
+    assert again.cached
+    assert (again.wall_s, again.peak_rss_bytes, again.pte) == (first.wall_s, first.peak_rss_bytes, first.pte)
+    assert any("export cached" in line for line in lines)
+    # Other settings are another cache entry.
+    other = OurExporter(max_seq_len=MAX_SEQ_LEN, max_context_len=MAX_CONTEXT + 1)
+    assert workdir.export_entry(work, other, MODEL, "fp32", exported["key"]) != pte.parent
+
+
+def test_runtime_gives_the_eager_greedy_tokens(exported: dict) -> None:
+    config = json.loads((exported["checkpoint"] / "config.json").read_text())
+    prompt = make_prompt(40, config["vocab_size"])  # 3 chunks of 16 (the last one short)
+    bench = PteBench(exported["measured"].pte, prompt, new_tokens=24)
+    assert bench.chunk == MAX_SEQ_LEN
+    (speed,) = measure_interleaved([bench], repeats=2)
+    assert len(speed.prefill_tokens_per_s) == len(speed.decode_tokens_per_s) == 2
+    assert all(v > 0 for v in speed.prefill_tokens_per_s + speed.decode_tokens_per_s)
+
+    model = load_eager_model(exported["checkpoint"])
+    want = eager_run(model, prompt, 24).tokens
+    assert len(want) == 25
+    assert speed.tokens == want
+    assert measure_pte(exported["measured"].pte, prompt, 24, repeats=1, warmup=False).tokens == want
+    eager = measure_eager(model, prompt, 24, threads=1, repeats=1)
+    assert eager.tokens == want and torch.get_num_threads() == 1
+
+
+def test_runtime_rejects_too_long_a_run(exported: dict) -> None:
+    with pytest.raises(BenchmarkError, match="exceeds its context of 96"):
+        PteBench(exported["measured"].pte, [5] * 90, new_tokens=7)
+    with pytest.raises(BenchmarkError, match="cannot load"):
+        PteBench("/nonexistent.pte", [5], new_tokens=1)
+
+
+def test_context_sweep(exported: dict) -> None:
+    assert context_positions(96, 16) == [80]
+    assert context_positions(2048, 16) == [128, 512, 1024, 2032]
+    bench = PteBench(exported["measured"].pte, make_prompt(8, 512), new_tokens=1)
+    (per_position,) = measure_context_sweep([bench], [8, 64], steps=4, repeats=1)
+    assert sorted(per_position) == [8, 64]
+    assert all(stat.median > 0 for stat in per_position.values())
+    with pytest.raises(BenchmarkError, match="exceeds the context"):
+        bench.decode_at(94, 4)
+
+
+def test_whole_pipeline_from_the_cache(work: Path, exported: dict, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    from executorch_optimum.benchmark.cli import main
+    from executorch_optimum.benchmark.results import from_json
+
+    out = tmp_path / "results"
+    argv = ["--models", MODEL, "--variants", "fp32", "--plot_models", MODEL, "--work_dir", str(work)]
+    argv += ["--out_dir", str(out), "--max_seq_len", str(MAX_SEQ_LEN), "--max_context_len", str(MAX_CONTEXT)]
+    argv += ["--prompt_len", "20", "--new_tokens", "8", "--repeats", "1", "--threads", "1"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "export cached" in captured.err  # no second export
+    assert sorted(p.name for p in out.iterdir()) == ["decode_vs_context.png", "results.json", "results.md"]
+    results = from_json((out / "results.json").read_text())
+    (row,) = results.rows
+    assert row.export.cached and row.tokens_match_eager is True
+    assert row.bytes_per_token > 0 and row.roofline_tokens_per_s > 0
+    assert (out / "decode_vs_context.png").read_bytes().startswith(b"\x89PNG")
+    assert "| smollm2_tiny | fp32 | ours |" in captured.out
+    assert (out / "results.md").read_text() in captured.out + "\n"

@@ -1,0 +1,127 @@
+"""Results: JSON round trip, Markdown, atomic output files, ours/theirs ratios, measure."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from executorch_optimum.benchmark import compare
+from executorch_optimum.benchmark.errors import BenchmarkError
+from executorch_optimum.benchmark.exporters import ExportMeasurement
+from executorch_optimum.benchmark.measure import run_measured
+from executorch_optimum.benchmark.results import (
+    BenchmarkResults,
+    ContextPoint,
+    ContextSweep,
+    Row,
+    from_json,
+    to_json,
+    to_markdown,
+    write_outputs,
+)
+from executorch_optimum.benchmark.stats import Stat
+
+
+def _row(exporter: str, prefill: list[float], decode: list[float], wall: float = 60.0) -> Row:
+    return Row(
+        model="smollm2_tiny",
+        variant="fp32",
+        exporter=exporter,
+        export=ExportMeasurement(
+            exporter, "fp32", "/w/model.pte", 1_100_000, wall, 40.0, 2.0, 900_000_000, True
+        ),
+        prefill_tokens_per_s=prefill,
+        decode_tokens_per_s=decode,
+        prefill_chunk=128,
+        bytes_per_token=837_504,
+        roofline_tokens_per_s=9000.0,
+        eager_prefill_tokens_per_s=[500.0, 600.0, 700.0],
+        eager_decode_tokens_per_s=[50.0, 60.0, 70.0],
+        tokens_match_eager=True,
+    )
+
+
+def _results() -> BenchmarkResults:
+    ours = _row("ours", [100.0, 110.0, 120.0], [20.0, 30.0, 40.0])
+    theirs = _row("optimum-executorch", [50.0, 55.0, 40.0], [10.0, 10.0, 20.0], wall=120.0)
+    sweep = ContextSweep("gemma3_tiny", "fp32", "ours", 16, 2048, [ContextPoint(128, Stat.of([1.0, 2.0]))])
+    return BenchmarkResults(
+        settings={"prompt_len": 128, "new_tokens": 128, "threads": 2, "repeats": 3},
+        machine={"cores": "2"},
+        bandwidth_gb_per_s=8.5,
+        bandwidth_convention="read + write",
+        rows=[ours, theirs],
+        ratios=compare.ratio_rows([ours, theirs], "ours", "optimum-executorch"),
+        context_sweeps=[sweep],
+    )
+
+
+def test_json_round_trip() -> None:
+    results = _results()
+    text = to_json(results)
+    again = from_json(text)
+    assert again == results
+    assert isinstance(again.rows[0].export, ExportMeasurement)
+    assert isinstance(again.context_sweeps[0].points[0].decode_tokens_per_s, Stat)
+    assert to_json(again) == text
+
+
+def test_json_rejects_other_schema() -> None:
+    with pytest.raises(BenchmarkError, match="schema"):
+        from_json('{"schema_version": 99}')
+
+
+def test_markdown_has_every_row_and_ratio() -> None:
+    text = to_markdown(_results(), "plot.png")
+    lines = text.splitlines()
+    table = [line for line in lines if line.startswith("| smollm2_tiny | fp32 | ours |")]
+    assert len(table) == 1
+    cells = [c.strip() for c in table[0].strip("|").split("|")]
+    assert cells[3] == "60.0 (cached)"  # export wall, cached
+    assert cells[4] == "42.0"  # user + sys
+    assert cells[7] == "110.0 [100.0–120.0]"  # prefill median [min–max]
+    assert cells[8] == "30.0 [20.0–40.0]"
+    assert cells[-2] == "0%"  # 30 / 9000
+    assert (
+        "| smollm2_tiny | fp32 | ours / optimum-executorch | decode tok/s | 2.00 [2.00–3.00] | higher |"
+        in text
+    )
+    assert "| smollm2_tiny | fp32 | ours / optimum-executorch | export wall s | 0.50 | lower |" in text
+    assert "![decode tokens/s vs context](plot.png)" in text
+    assert "read + write" in text
+
+
+def test_ratios_pair_interleaved_repeats() -> None:
+    stat = compare.paired_ratios([2.0, 9.0, 4.0], [1.0, 3.0, 4.0])
+    assert (stat.min, stat.median, stat.max) == (1.0, 2.0, 3.0)
+    with pytest.raises(ValueError, match="pair"):
+        compare.paired_ratios([1.0], [1.0, 2.0])
+    ours, theirs = _row("ours", [1.0], [1.0]), _row("theirs", [1.0], [1.0])
+    theirs.variant = "8da4w"
+    assert compare.ratio_rows([ours, theirs], "ours", "theirs") == []
+
+
+def test_write_outputs_is_all_or_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    write_outputs(out, {"a.json": b"old"})
+    with pytest.raises(TypeError):
+        write_outputs(out, {"a.json": b"new", "b.md": object()})  # the second file fails
+    assert (out / "a.json").read_bytes() == b"old"
+    assert sorted(p.name for p in out.iterdir()) == ["a.json"]  # no partial files left
+    assert [p.name for p in write_outputs(out, {"a.json": b"x", "b.md": b"y"})] == ["a.json", "b.md"]
+    assert (out / "b.md").read_bytes() == b"y"
+
+
+def test_run_measured_reports_the_child(tmp_path: Path) -> None:
+    code = (
+        "import sys; b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096]); print('hi'); sys.exit(3)"
+    )
+    lines: list[str] = []
+    result = run_measured([sys.executable, "-c", code], env=dict(os.environ), on_line=lines.append)
+    assert result.returncode == 3
+    assert lines == ["hi"] and result.tail == ("hi",)
+    assert result.peak_rss_bytes >= 300 * 2**20
+    assert result.cpu_s > 0 and result.wall_s > 0
