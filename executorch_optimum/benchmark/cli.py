@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import inspect
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from executorch_optimum.benchmark.errors import BenchmarkError
-from executorch_optimum.benchmark.exporters import Exporter, OurExporter
+from executorch_optimum.benchmark.exporters import Exporter, ForeignExporter, OurExporter
 from executorch_optimum.benchmark.variants import VARIANTS, parse_variant_list
 from executorch_optimum.benchmark.workdir import DEFAULT_WORK_DIR
 from executorch_optimum.benchmark.zoo import parse_model_list, zoo_models
@@ -30,17 +32,38 @@ Example: bazel run //tools:benchmark -- --models smollm2_135m --variants fp32,8d
 Factory = Callable[[argparse.Namespace], Exporter]
 
 
+COMPARISONS = {
+    # --compare name -> (module, class) of an exporter implementing exporters.Exporter
+    "optimum-executorch": ("executorch_optimum.benchmark.incumbent", "IncumbentExporter"),
+}
+
+
+def _construct(cls: type, args: argparse.Namespace) -> object:
+    """Passes the export settings the class accepts. Ours: max_seq_len = tokens per call,
+    max_context_len = KV-cache length; an exporter without max_context_len (the incumbent,
+    whose --max_seq_len is its context) gets the context as max_seq_len."""
+    params = inspect.signature(cls).parameters
+    kwargs: dict[str, object] = {}
+    if "max_context_len" in params:
+        kwargs["max_context_len"] = args.max_context_len
+        if "max_seq_len" in params:
+            kwargs["max_seq_len"] = args.max_seq_len
+    elif "max_seq_len" in params:
+        kwargs["max_seq_len"] = args.max_context_len
+    if "cache_root" in params and args.incumbent_cache:
+        kwargs["cache_root"] = _user_path(args.incumbent_cache)
+    return cls(**kwargs)
+
+
 def comparison_exporters() -> dict[str, Factory]:
-    """Exporters `--compare` accepts: optimum-executorch when its adapter is installed."""
+    """Exporters `--compare` accepts here (those whose module imports)."""
     found: dict[str, Factory] = {}
-    try:
-        from executorch_optimum.benchmark.incumbent import IncumbentExporter
-    except ImportError:
-        return found
-    name = getattr(IncumbentExporter, "name", "optimum-executorch")
-    found[name] = lambda args: IncumbentExporter(
-        max_seq_len=args.max_seq_len, max_context_len=args.max_context_len
-    )
+    for key, (module_name, class_name) in COMPARISONS.items():
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError):
+            continue
+        found[key] = lambda args, cls=cls: ForeignExporter(_construct(cls, args))
     return found
 
 
@@ -146,8 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="EXPORTER",
         action="append",
         default=[],
-        help="also export with EXPORTER and report ours/theirs ratios (e.g. optimum-executorch; "
-        "available here: " + (", ".join(comparison_exporters()) or "none") + ")",
+        help="also export with EXPORTER (repeatable) and report ours/theirs ratios, runtime runs "
+        "interleaved (available here: " + (", ".join(comparison_exporters()) or "none") + ")",
+    )
+    p.add_argument(
+        "--incumbent_cache",
+        metavar="DIR",
+        help="where --compare optimum-executorch keeps its own venv "
+        "(default: the incumbent's, ~/.cache/executorch_optimum/incumbent)",
     )
     return p
 

@@ -32,41 +32,88 @@ _PHASE_DONE = re.compile(r"^\[([\w+-]+)\] done in ([0-9.]+) s$")
 
 @dataclass
 class ExportMeasurement:
-    """What one export cost and produced. `pte` is absolute in memory, a file name on disk."""
+    """What one export cost and produced. `pte` is absolute in memory, a file name on disk.
+
+    cpu_s = user + sys of the export process (and the children it waited for); user_s and
+    sys_s are the split when the exporter reports it."""
 
     exporter: str
     variant: str
     pte: str
     pte_bytes: int
     wall_s: float
-    user_s: float
-    sys_s: float
+    cpu_s: float
     peak_rss_bytes: int
+    user_s: float | None = None
+    sys_s: float | None = None
     cached: bool = False
     phases: dict[str, float] = field(default_factory=dict)  # the exporter's own split, if any
 
-    @property
-    def cpu_s(self) -> float:
-        return self.user_s + self.sys_s
+
+def normalize_measurement(result: object, exporter: str, variant: str) -> ExportMeasurement:
+    """An ExportMeasurement from what any exporter returned: ours, or an object with `pte`,
+    `wall_s`, `peak_rss_bytes` and `cpu_s` (or `user_s` + `sys_s`), such as the incumbent's."""
+    if isinstance(result, ExportMeasurement):
+        return result
+    pte = Path(result.pte)
+    user_s, sys_s = getattr(result, "user_s", None), getattr(result, "sys_s", None)
+    cpu_s = getattr(result, "cpu_s", None)
+    if cpu_s is None:
+        cpu_s = (user_s or 0.0) + (sys_s or 0.0)
+    return ExportMeasurement(
+        exporter=exporter,
+        variant=variant,
+        pte=str(pte),
+        pte_bytes=pte.stat().st_size,
+        wall_s=float(result.wall_s),
+        cpu_s=float(cpu_s),
+        peak_rss_bytes=int(result.peak_rss_bytes),
+        user_s=user_s,
+        sys_s=sys_s,
+        phases=dict(getattr(result, "phases", {}) or {}),
+    )
 
 
 class Exporter(Protocol):
     """What the benchmark needs from an exporter (ours, optimum-executorch, ...)."""
 
-    name: str  # short, file-name safe: "ours", "optimum-executorch"
+    name: str  # shown in tables; also names its cache directory
 
     def cache_key(self) -> str:
         """Changes whenever the same checkpoint + variant could export differently
         (exporter source version, library versions, export settings)."""
         ...
 
+    def export(self, checkpoint_dir: Path, variant: str, out_dir: Path, progress: Progress = print) -> object:
+        """Exports `checkpoint_dir` as `variant` ("fp32", "8da4w") into the empty directory
+        `out_dir`: a .pte inside it with `forward(tokens [1,S] int64, positions [S] int64) ->
+        logits` and the runner metadata (get_max_seq_len, optionally get_max_context_len).
+        Returns an ExportMeasurement, or any object `normalize_measurement` accepts; raises
+        on failure (BenchmarkError, or any exception with a one-line message)."""
+        ...
+
+
+class ForeignExporter:
+    """Wraps another team's exporter: its measurement normalised, its errors one line."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.name = str(inner.name)
+
+    def cache_key(self) -> str:
+        return str(self.inner.cache_key())
+
     def export(
         self, checkpoint_dir: Path, variant: str, out_dir: Path, progress: Progress = print
     ) -> ExportMeasurement:
-        """Exports `checkpoint_dir` as `variant` into the empty directory `out_dir` (a .pte
-        with `forward(tokens [1,S] int64, positions [S] int64) -> logits` and the runner
-        metadata) and returns the measured cost; raises BenchmarkError on failure."""
-        ...
+        try:
+            result = self.inner.export(checkpoint_dir, variant, out_dir, progress)
+        except BenchmarkError:
+            raise
+        except Exception as err:  # noqa: BLE001 (any failure of a foreign exporter is one line)
+            message = str(err).strip().splitlines()
+            raise BenchmarkError(f"{self.name}: {message[0] if message else type(err).__name__}") from None
+        return normalize_measurement(result, self.name, variant)
 
 
 def library_versions(*names: str) -> dict[str, str]:
@@ -151,6 +198,7 @@ class OurExporter:
             pte=str(pte),
             pte_bytes=pte.stat().st_size,
             wall_s=result.wall_s,
+            cpu_s=result.cpu_s,
             user_s=result.user_s,
             sys_s=result.sys_s,
             peak_rss_bytes=result.peak_rss_bytes,

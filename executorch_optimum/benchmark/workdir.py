@@ -15,13 +15,19 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from executorch_optimum.benchmark.errors import BenchmarkError
-from executorch_optimum.benchmark.exporters import Exporter, ExportMeasurement, library_versions
+from executorch_optimum.benchmark.exporters import (
+    Exporter,
+    ExportMeasurement,
+    library_versions,
+    normalize_measurement,
+)
 
 DEFAULT_WORK_DIR = Path("~/.cache/executorch_optimum/benchmark")
 SEED = 0
@@ -87,7 +93,11 @@ def ensure_checkpoint(
 
 def export_entry(work_dir: Path, exporter: Exporter, model: str, variant: str, checkpoint_key: str) -> Path:
     key = _key(exporter.name, exporter.cache_key(), checkpoint_key, variant)
-    return work_dir / "exports" / exporter.name / f"{model}-{variant}-{key}"
+    return work_dir / "exports" / _safe(exporter.name) / f"{model}-{variant}-{key}"
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", name).strip("_") or "exporter"
 
 
 def load_measurement(entry: Path) -> ExportMeasurement | None:
@@ -127,7 +137,9 @@ def cached_export(
             return cached
     staging = _staging(entry)
     try:
-        measurement = exporter.export(checkpoint_dir, variant, staging, progress)
+        measurement = normalize_measurement(
+            exporter.export(checkpoint_dir, variant, staging, progress), exporter.name, variant
+        )
         pte = Path(measurement.pte)
         if pte.parent.resolve() != staging.resolve():
             raise BenchmarkError(f"exporter {exporter.name} wrote its .pte outside {staging}: {pte}")

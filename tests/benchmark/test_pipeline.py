@@ -120,3 +120,45 @@ def test_whole_pipeline_from_the_cache(work: Path, exported: dict, tmp_path: Pat
     assert (out / "decode_vs_context.png").read_bytes().startswith(b"\x89PNG")
     assert "| smollm2_tiny | fp32 | ours |" in captured.out
     assert (out / "results.md").read_text() in captured.out + "\n"
+
+
+class _CopyExporter:
+    """A second 'exporter' that ships our cached .pte: exercises the comparison path
+    (interleaved runtime runs, ratios) without a second export."""
+
+    name = "copy"
+
+    def __init__(self, pte: Path) -> None:
+        self.pte = pte
+
+    def cache_key(self) -> str:
+        return str(self.pte)
+
+    def export(self, checkpoint_dir: Path, variant: str, out_dir: Path, progress: object = None) -> object:
+        import shutil
+        from types import SimpleNamespace
+
+        shutil.copyfile(self.pte, out_dir / "model.pte")
+        return SimpleNamespace(
+            pte=out_dir / "model.pte", wall_s=2.0, user_s=1.0, sys_s=0.5, peak_rss_bytes=10
+        )
+
+
+def test_comparison_rows_and_ratios(work: Path, exported: dict) -> None:
+    from executorch_optimum.benchmark.exporters import ForeignExporter
+    from executorch_optimum.benchmark.runner import Benchmark, BenchmarkConfig
+
+    config = BenchmarkConfig(
+        models=[MODEL], variants=["fp32"], work_dir=work, prompt_len=20, new_tokens=8, threads=1, repeats=2
+    )
+    config.eager = False
+    copy = ForeignExporter(_CopyExporter(Path(exported["measured"].pte)))
+    results = Benchmark(config, [exported["exporter"], copy], Progress(quiet=True)).run()
+    ours, theirs = results.rows
+    assert (ours.exporter, theirs.exporter) == ("ours", "copy")
+    assert theirs.export.cpu_s == 1.5 and theirs.export.pte_bytes == ours.export.pte_bytes
+    (ratio_row,) = results.ratios
+    ratios = {r.metric: r.stat for r in ratio_row.ratios}
+    assert ratios[".pte size"].median == 1.0
+    assert ratios["export CPU s"].median == pytest.approx(ours.export.cpu_s / 1.5)
+    assert ratios["decode tok/s"].n == 2  # one ratio per interleaved repeat

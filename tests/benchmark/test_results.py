@@ -31,7 +31,7 @@ def _row(exporter: str, prefill: list[float], decode: list[float], wall: float =
         variant="fp32",
         exporter=exporter,
         export=ExportMeasurement(
-            exporter, "fp32", "/w/model.pte", 1_100_000, wall, 40.0, 2.0, 900_000_000, True
+            exporter, "fp32", "/w/model.pte", 1_100_000, wall, 42.0, 900_000_000, 40.0, 2.0, cached=True
         ),
         prefill_tokens_per_s=prefill,
         decode_tokens_per_s=decode,
@@ -125,3 +125,54 @@ def test_run_measured_reports_the_child(tmp_path: Path) -> None:
     assert lines == ["hi"] and result.tail == ("hi",)
     assert result.peak_rss_bytes >= 300 * 2**20
     assert result.cpu_s > 0 and result.wall_s > 0
+
+
+def test_foreign_exporter_is_normalised(tmp_path: Path) -> None:
+    """An exporter shaped like the incumbent (its own measurement type, its own errors)."""
+    from dataclasses import dataclass
+
+    from executorch_optimum.benchmark.cli import _construct
+    from executorch_optimum.benchmark.exporters import ForeignExporter
+
+    @dataclass
+    class TheirMeasurement:
+        pte: Path
+        wall_s: float
+        cpu_s: float
+        peak_rss_bytes: int
+        log: str
+
+    class Theirs:
+        name = "theirs 1.0"
+
+        def __init__(self, cache_root: Path | None = None, max_seq_len: int | None = None) -> None:
+            self.max_seq_len = max_seq_len
+
+        def cache_key(self) -> str:
+            return f"theirs-{self.max_seq_len}"
+
+        def export(
+            self, checkpoint_dir: Path, variant: str, out_dir: Path, progress: object = None
+        ) -> object:
+            if variant == "bad":
+                raise RuntimeError("their export failed\nlong log tail")
+            (out_dir / "model.pte").write_bytes(b"1234")
+            return TheirMeasurement(out_dir / "model.pte", 3.0, 5.0, 7, "log")
+
+    class Args:
+        max_seq_len, max_context_len, incumbent_cache = 128, 1024, None
+
+    inner = _construct(Theirs, Args())
+    assert inner.max_seq_len == 1024  # their --max_seq_len is the context length
+    exporter = ForeignExporter(inner)
+    got = exporter.export(tmp_path, "fp32", tmp_path)
+    assert (got.exporter, got.pte_bytes, got.wall_s, got.cpu_s, got.peak_rss_bytes) == (
+        "theirs 1.0",
+        4,
+        3.0,
+        5.0,
+        7,
+    )
+    assert got.user_s is None and exporter.cache_key() == "theirs-1024"
+    with pytest.raises(BenchmarkError, match=r"^theirs 1.0: their export failed$"):
+        exporter.export(tmp_path, "bad", tmp_path)
