@@ -7,6 +7,7 @@ one call, then `new_tokens` greedy single-token calls. `torch.set_num_threads(th
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +27,12 @@ def load_eager_model(checkpoint_dir: Path) -> torch.nn.Module:
 
 @torch.inference_mode()
 def eager_run(model: torch.nn.Module, prompt: Sequence[int], new_tokens: int) -> RunSample:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # transformers renames past_key_values
+        return _eager_run(model, prompt, new_tokens)
+
+
+def _eager_run(model: torch.nn.Module, prompt: Sequence[int], new_tokens: int) -> RunSample:
     ids = torch.tensor([list(prompt)], dtype=torch.long)
     t0 = time.perf_counter()
     out = model(input_ids=ids, use_cache=True)

@@ -18,6 +18,7 @@ the timed protocol:
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -150,25 +151,31 @@ class PteBench:
         return RunSample(prefill_s=t1 - t0, decode_s=t3 - t2, tokens=tokens)
 
     def decode_at(self, position: int, steps: int, warmup_prompt: int = 16) -> float:
-        """Seconds per single-token decode call with `position` tokens in the cache.
+        """Seconds of one single-token decode call with `position` tokens in the cache: the
+        median over `steps` calls (robust to a preempted call on a shared machine).
 
-        A short prefill, then `steps` calls at positions position .. position+steps-1: the
-        cost of attending over the context, without generating it (cache slots in between
-        hold stale values, which changes the numbers, not the work)."""
+        A short prefill and one untimed call (the switch from prefill to decode shapes), then
+        `steps` calls at positions position .. position+steps-1: the cost of attending over
+        the context without generating it (the cache slots in between hold stale values,
+        which changes the numbers computed, not the work)."""
         if position + steps > self.metadata.max_context_len:
             raise BenchmarkError(
                 f"{self.pte.name}: position {position} + {steps} steps exceeds the context of "
                 f"{self.metadata.max_context_len}"
             )
         self._fresh()
-        prefix = self.prompt[: min(warmup_prompt, len(self.prompt), position)] or self.prompt[:1]
+        prefix = self.prompt[: min(warmup_prompt, len(self.prompt), position - 1)] or self.prompt[:1]
         logits = self._prefill(prefix)
         token = int(torch.argmax(logits))
-        start = time.perf_counter()
+        if position > len(prefix):
+            token = int(torch.argmax(self.generator.forward([token], position - 1)))
+        seconds = []
         for step in range(steps):
+            start = time.perf_counter()
             logits = self.generator.forward([token], position + step)
             token = int(torch.argmax(logits))
-        return (time.perf_counter() - start) / steps
+            seconds.append(time.perf_counter() - start)
+        return statistics.median(seconds)
 
 
 def measure_interleaved(benches: Sequence[PteBench], repeats: int, warmup: bool = True) -> list[SpeedResult]:
