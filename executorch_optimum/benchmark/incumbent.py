@@ -100,6 +100,8 @@ def incumbent_runtime_imports() -> tuple[str, ...]:
 
 def lock_digest(lock_file: Path = LOCK_FILE) -> str:
     """Key of the venv: the lock file's content and the interpreter's minor version."""
+    if not lock_file.is_file():
+        raise IncumbentError(f"{lock_file} not found (under Bazel: add incumbent.lock to the target's data)")
     h = hashlib.sha256(lock_file.read_bytes())
     h.update(PYTHON_NAME.encode())
     return h.hexdigest()[:16]
