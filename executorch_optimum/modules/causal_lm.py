@@ -12,6 +12,7 @@ import torch
 from transformers import PreTrainedModel
 
 from executorch_optimum.caches import ETCustomHybridCache, ETCustomStaticCache, make_cache
+from executorch_optimum.modules.rotary import linear_rotate_half
 from executorch_optimum.sdpa import make_attention, register_attention
 
 
@@ -127,6 +128,6 @@ class CausalLMExportableModule(torch.nn.Module):
         if self.max_seq_len > 1:
             seq_len = torch.export.Dim("seq_len", min=1, max=self.max_seq_len)
             dynamic_shapes = {"input_ids": {1: seq_len}, "cache_position": {0: seq_len}}
-        with torch.no_grad():
+        with torch.no_grad(), linear_rotate_half(self.model):
             program = torch.export.export(self, example, dynamic_shapes=dynamic_shapes, strict=False)
         return {"forward": program}

@@ -21,6 +21,7 @@ from transformers import PreTrainedModel
 
 from executorch_optimum.caches import ETCustomHybridCache, ETCustomStaticCache, make_cache
 from executorch_optimum.modules.causal_lm import _default_context, _set_attention
+from executorch_optimum.modules.rotary import linear_rotate_half
 from executorch_optimum.sdpa import make_attention, register_attention
 
 MetadataValue = int | bool | float | str | list[int]
@@ -172,7 +173,7 @@ class ImageTextToTextExportableModule(torch.nn.Module):
         tokens = torch.export.Dim("tokens", min=1, max=self.max_context_len)
         hidden = int(self.text_config.hidden_size)
         dtype = next(self.model.parameters()).dtype
-        with torch.no_grad():
+        with torch.no_grad(), linear_rotate_half(self.text_decoder):
             programs = {
                 "token_embedding": torch.export.export(
                     self.token_embedding,

@@ -8,7 +8,11 @@ from executorch_optimum.xnnpack.lower import (
     export_to_executorch_with_xnnpack,
     find_weight_only_linears,
 )
-from executorch_optimum.xnnpack.passes import RemovePaddingIdxEmbeddingPass, default_transform_passes
+from executorch_optimum.xnnpack.passes import (
+    MeanLastDimAsPoolingPass,
+    RemovePaddingIdxEmbeddingPass,
+    default_transform_passes,
+)
 from executorch_optimum.xnnpack.quantize import (
     EMBEDDING_SCHEMES,
     LINEAR_SCHEMES,
@@ -26,6 +30,7 @@ __all__ = [
     "ExportableModule",
     "MethodDelegation",
     "QuantizationConfig",
+    "MeanLastDimAsPoolingPass",
     "RemovePaddingIdxEmbeddingPass",
     "WeightOnlyLinearError",
     "XnnpackExport",

@@ -33,6 +33,85 @@ class RemovePaddingIdxEmbeddingPass(ExportPass):
         return PassResult(graph_module, modified)
 
 
+class MeanLastDimAsPoolingPass(ExportPass):
+    """Rewrites `mean(x, -1, keepdim=True)` (RMSNorm's) into a form XNNPACK delegates.
+
+    XNNPACK only takes `mean.dim` over the two innermost dims of a 4-D tensor (global
+    average pooling). Left alone, every RMSNorm stays on the portable path and cuts each
+    decoder layer into several delegate partitions: more per-token dispatch at run time,
+    and a full XNNPACK preprocess per partition at export time. Viewing x as
+    [1, rows, H, 1] and pooling over (H, 1) computes the same mean inside the delegate.
+    Only one dimension may be symbolic (XNNPACK reshapes infer at most one).
+    """
+
+    _MEAN = exir_ops.edge.aten.mean.dim
+    _VIEW = exir_ops.edge.aten.view_copy.default
+
+    def call_operator(self, op, args, kwargs, meta):  # noqa: ANN001, ANN201 (ExportPass signature)
+        if op is not self._MEAN:
+            return super().call_operator(op, args, kwargs, meta)
+        shape = self._rewritable_shape(args, kwargs)
+        if shape is None:
+            return super().call_operator(op, args, kwargs, meta)
+        hidden = shape[-1]
+        pooled_in = super().call_operator(self._VIEW, (args[0], [1, -1, hidden, 1]), {}, meta)
+        pooled = super().call_operator(self._MEAN, (pooled_in, [2, 3], True), {}, meta)
+        out_shape = [d if isinstance(d, int) else -1 for d in shape[:-1]] + [1]
+        return super().call_operator(self._VIEW, (pooled, out_shape), {}, meta)
+
+    @staticmethod
+    def _rewritable_shape(args: tuple, kwargs: dict) -> list | None:
+        if kwargs.get("dtype") is not None or len(args) < 3 or not args[2]:
+            return None
+        value = args[0].to_tensor() if hasattr(args[0], "to_tensor") else None
+        if value is None or value.dim() < 2 or value.dim() > 4:
+            return None
+        dims = args[1] if isinstance(args[1], list | tuple) else [args[1]]
+        if [d % value.dim() for d in dims] != [value.dim() - 1]:
+            return None
+        shape = list(value.shape)
+        if value.dim() == 4 and isinstance(shape[2], int) and shape[3] == 1:
+            return None  # already pooling-shaped
+        if not isinstance(shape[-1], int) or sum(not isinstance(d, int) for d in shape) > 1:
+            return None
+        return [int(d) if isinstance(d, int) else d for d in shape]
+
+
+class InferredViewDimPass(ExportPass):
+    """Spells a reshape's one symbolic output dim as -1 (e.g. [1, s, -1, 64] -> [1, -1, 9, 64]).
+
+    Attention code reshapes with the traced sequence length (`view(*x.shape[:-1], -1, d)`)
+    and unsqueezes the rotary tables on a non-trailing dim; XNNPACK refuses symbolic sizes
+    in a reshape and such unsqueezes, but infers one -1. Without this every q/k/v head split
+    and rotary table stays on the portable path and splits the layer's partition. Unsqueezes
+    become the equivalent views.
+    """
+
+    _VIEW = exir_ops.edge.aten.view_copy.default
+    _UNSQUEEZE = exir_ops.edge.aten.unsqueeze_copy.default
+
+    def call(self, graph_module: torch.fx.GraphModule) -> PassResult:
+        modified = False
+        for node in graph_module.graph.nodes:
+            if node.op != "call_function" or node.target not in (self._VIEW, self._UNSQUEEZE):
+                continue
+            value = node.meta.get("val")
+            if value is None:
+                continue
+            shape = list(value.shape)
+            symbolic = [i for i, d in enumerate(shape) if not isinstance(d, int)]
+            if len(symbolic) > 1 or (node.target is self._UNSQUEEZE and not symbolic):
+                continue
+            new_shape = [-1 if i in symbolic else int(d) for i, d in enumerate(shape)]
+            if node.target is self._UNSQUEEZE or list(node.args[1]) != new_shape:
+                node.target = self._VIEW
+                node.args = (node.args[0], new_shape)
+                modified = True
+        if modified:
+            graph_module.recompile()
+        return PassResult(graph_module, modified)
+
+
 def default_transform_passes() -> list[ExportPass]:
     """The passes every XNNPACK export runs on the edge graph before partitioning."""
-    return [RemovePaddingIdxEmbeddingPass()]
+    return [RemovePaddingIdxEmbeddingPass(), MeanLastDimAsPoolingPass(), InferredViewDimPass()]

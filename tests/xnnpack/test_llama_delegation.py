@@ -62,3 +62,27 @@ def test_all_llama_linears_are_delegated_and_logits_match():
         want = wrapper(_ids())
     torch.testing.assert_close(got, want, rtol=0, atol=1e-4 * want.abs().max().item())
     assert torch.equal(got.argmax(-1), want.argmax(-1))
+
+
+def test_each_decoder_layer_is_one_delegate_between_cache_ops():
+    """Norms, head splits and rotary all go to XNNPACK, so only the cache update and SDPA
+    (portable custom ops) cut a layer: layers + 1 layer-sized partitions, plus the rotary
+    table and lm_head ones. Every extra partition costs a dispatch per token and an XNNPACK
+    preprocess at export time."""
+    from executorch_optimum.modules import CausalLMExportableModule
+
+    layers = 3
+    model = _llama()
+    model.config.num_hidden_layers = layers
+    model = transformers.LlamaForCausalLM(model.config).eval()
+    lowered = export_to_executorch_with_xnnpack(
+        CausalLMExportableModule(model, max_seq_len=8, max_context_len=32)
+    )
+    graph = lowered.program.exported_program("forward").graph_module.graph
+    delegates = [n for n in graph.nodes if "executorch_call_delegate" in str(n.target)]
+    assert len(delegates) <= layers + 4, len(delegates)
+    portable = lowered.report.portable_ops()
+    # One slice stays: lm_head's last-position pick (the dynamic-length input XNNPACK refuses).
+    assert portable.get("aten.slice_copy.Tensor", 0) <= 1, portable
+    # (int64 position reshapes stay portable: XNNPACK takes float tensors only.)
+    assert not any(name in op for op in portable for name in ("mean", "unsqueeze", "rsqrt", "pow")), portable

@@ -1,0 +1,107 @@
+"""Rotary embedding as a matrix product while exporting, so XNNPACK delegates it.
+
+Transformers' `rotate_half` slices the last dim in two halves; XNNPACK refuses slices of
+tensors with a dynamic sequence length, so every layer's rotary stays on the portable path
+and splits the layer into several delegate partitions. `rotate_half(x)` equals
+`x @ R.T` for a fixed signed permutation R, which XNNPACK runs as a tiny linear (exact:
+each output is one input times +-1). The swap lasts only while the model is traced.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+
+def rotate_half_matrix(dim: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """R with `x @ R.T == cat(-x[..., dim/2:], x[..., :dim/2])`."""
+    if dim % 2:
+        raise ValueError(f"rotary dim must be even, got {dim}")
+    half = dim // 2
+    matrix = torch.zeros(dim, dim, dtype=dtype)
+    rows = torch.arange(half)
+    matrix[rows, rows + half] = -1.0
+    matrix[rows + half, rows] = 1.0
+    return matrix
+
+
+class _LinearRotateHalf:
+    """Drop-in `rotate_half` reading its matrix from a buffer of `owner` per (dim, dtype).
+
+    Looked up by name at call time: torch.export swaps a module's buffers for traced ones,
+    and a tensor captured any other way becomes a lifted constant, which ExecuTorch's
+    delegate re-tracing in `to_executorch` cannot resolve.
+    """
+
+    def __init__(self, original, owner: torch.nn.Module, names: dict[tuple[int, torch.dtype], str]) -> None:  # noqa: ANN001
+        self.original = original
+        self.owner = owner
+        self.names = names
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        name = self.names.get((x.shape[-1], x.dtype))
+        if name is None:
+            return self.original(x)
+        matrix = getattr(self.owner, name)
+        # A 2-D mm with the constant as its direct weight is what XNNPACK's gemm takes (a 4-D
+        # matmul decomposes into expand + bmm; F.linear adds a transpose it does not fold).
+        # Reshapes name the symbolic sequence dim -1: XNNPACK infers at most one dim.
+        out = torch.mm(x.reshape(-1, x.shape[-1]), matrix)
+        return out.view([d if isinstance(d, int) else -1 for d in x.shape])
+
+
+def _rotary_dims(model: torch.nn.Module) -> set[int]:
+    """Every last-dim size `rotate_half` may see: head dims, scaled by partial rotary factors."""
+    dims = set()
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if config is None:
+            continue
+        for sub in (config, *(getattr(config, n, None) for n in ("text_config", "vision_config"))):
+            if sub is None:
+                continue
+            heads = getattr(sub, "num_attention_heads", None)
+            hidden = getattr(sub, "hidden_size", None)
+            head_dim = getattr(sub, "head_dim", None) or (hidden // heads if hidden and heads else None)
+            if head_dim:
+                factor = getattr(sub, "partial_rotary_factor", 1.0) or 1.0
+                dims.update({int(head_dim), int(head_dim * factor)})
+    return {d for d in dims if d > 0 and d % 2 == 0}
+
+
+def _modeling_modules(model: torch.nn.Module) -> list:
+    names = {type(m).__module__ for m in model.modules()}
+    modules = [sys.modules[n] for n in sorted(names) if n in sys.modules]
+    return [m for m in modules if callable(getattr(m, "rotate_half", None))]
+
+
+@contextmanager
+def linear_rotate_half(model: torch.nn.Module) -> Iterator[None]:
+    """Within the block, the model's modelling code rotates with a matmul (see module doc).
+
+    The matrices are (non-persistent) buffers of `model`, which must be, or be inside, the
+    module tree being exported; they are removed again on exit.
+    """
+    dtypes = {p.dtype for p in model.parameters() if p.dtype.is_floating_point}
+    names = {}
+    for dim in sorted(_rotary_dims(model)):
+        for dtype in dtypes:
+            name = f"eo_rotate_half_{dim}_{str(dtype).removeprefix('torch.')}"
+            # Stored transposed: rotate_half(x) = x @ R.T.
+            model.register_buffer(name, rotate_half_matrix(dim, dtype).T.contiguous(), persistent=False)
+            names[(dim, dtype)] = name
+    patched = []
+    try:
+        for module in _modeling_modules(model):
+            original = module.rotate_half
+            module.rotate_half = _LinearRotateHalf(original, model, names)
+            patched.append((module, original))
+        yield
+    finally:
+        for module, original in reversed(patched):
+            module.rotate_half = original
+        for name in names.values():
+            delattr(model, name)
