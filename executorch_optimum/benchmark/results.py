@@ -35,10 +35,17 @@ class Row:
     eager_prefill_tokens_per_s: list[float] = field(default_factory=list)  # fp32 eager, per repeat
     eager_decode_tokens_per_s: list[float] = field(default_factory=list)
     tokens_match_eager: bool | None = None  # greedy tokens of the .pte == eager's (fp32 only)
+    read_roofline_tokens_per_s: float | None = None  # the same with the read bandwidth
 
     @property
     def decode_vs_roofline(self) -> float:
         return Stat.of(self.decode_tokens_per_s).median / self.roofline_tokens_per_s
+
+    @property
+    def decode_vs_read_roofline(self) -> float | None:
+        if not self.read_roofline_tokens_per_s:
+            return None
+        return Stat.of(self.decode_tokens_per_s).median / self.read_roofline_tokens_per_s
 
 
 @dataclass
@@ -82,6 +89,7 @@ class BenchmarkResults:
     bandwidth_gb_per_s: float
     bandwidth_convention: str
     rows: list[Row] = field(default_factory=list)
+    read_bandwidth_gb_per_s: float | None = None
     ratios: list[RatioRow] = field(default_factory=list)
     context_sweeps: list[ContextSweep] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
@@ -130,6 +138,10 @@ def _mb(n: float) -> str:
     return f"{n / 1e6:.1f}"
 
 
+def _pair(first: str, second: float | None, fmt: str) -> str:
+    return first if second is None else f"{first} / {fmt.format(second)}"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -150,8 +162,8 @@ def rows_table(results: BenchmarkResults) -> str:
         "eager prefill tok/s",
         "eager decode tok/s",
         "weights MB/token",
-        "roofline tok/s",
-        "decode / roofline",
+        "roofline tok/s (copy / read bw)",
+        "decode / roofline (copy / read)",
         "greedy = eager",
     ]
     body = []
@@ -176,8 +188,8 @@ def rows_table(results: BenchmarkResults) -> str:
                 eager_prefill,
                 eager_decode,
                 _mb(r.bytes_per_token),
-                f"{r.roofline_tokens_per_s:.1f}",
-                f"{100 * r.decode_vs_roofline:.0f}%",
+                _pair(f"{r.roofline_tokens_per_s:.1f}", r.read_roofline_tokens_per_s, "{:.1f}"),
+                _pair(f"{100 * r.decode_vs_roofline:.0f}%", r.decode_vs_read_roofline, "{:.0%}"),
                 {True: "yes", False: "NO", None: "–"}[r.tokens_match_eager],
             ]
         )
@@ -233,8 +245,14 @@ def to_markdown(results: BenchmarkResults, plot_name: str | None = None) -> str:
         "(cached) = measured when the cached export was made.",
         "- prefill tok/s: prompt tokens / time, in chunks of the program's get_max_seq_len; "
         "decode tok/s: single-token greedy calls / time. eager = transformers fp32 on the same weights.",
-        f"- roofline = {results.bandwidth_gb_per_s:.1f} GB/s measured memory copy bandwidth "
-        f"[{results.bandwidth_convention}] / weight bytes read per decoded token "
+        f"- roofline = bandwidth / weight bytes read per decoded token; copy bandwidth "
+        f"{results.bandwidth_gb_per_s:.1f} GB/s [{results.bandwidth_convention}]"
+        + (
+            f", read bandwidth {results.read_bandwidth_gb_per_s:.1f} GB/s [bytes read by a sum over a buffer]"
+            if results.read_bandwidth_gb_per_s
+            else ""
+        )
+        + "; best of measurements before and after the runs. Weight bytes "
         "(fp32: every parameter, a tied embedding once; quantized: packed weights + group scales, "
         "lm_head quantized; a gathered embedding table is not counted; KV cache not counted).",
         "- greedy = eager: the .pte's greedy tokens equal eager transformers' (fp32 rows; "

@@ -111,12 +111,14 @@ class Benchmark:
         threads = set_runtime_threads(cfg.threads)
         if threads != cfg.threads:
             self.progress(f"warning: ExecuTorch threadpool has {threads} threads, asked for {cfg.threads}")
-        with self.progress.phase(f"memory copy bandwidth ({cfg.threads} threads)"):
-            bandwidth = measure_copy_bandwidth(cfg.threads)
-        self.progress(f"bandwidth {bandwidth.gb_per_s:.1f} GB/s ({bandwidth.convention})")
+        bandwidth = self._bandwidth()
         rows: list[Row] = []
         for model in cfg.models:
-            rows += self._model_rows(model, bandwidth)
+            rows += self._model_rows(model)
+        bandwidth = bandwidth.best(self._bandwidth())  # the machine's load may have changed
+        for row in rows:
+            row.roofline_tokens_per_s = roofline_tokens_per_s(bandwidth, row.bytes_per_token)
+            row.read_roofline_tokens_per_s = roofline_tokens_per_s(bandwidth, row.bytes_per_token, read=True)
         ratios = []
         for other in self.exporters[1:]:
             ratios += compare.ratio_rows(rows, self.exporters[0].name, other.name)
@@ -128,12 +130,22 @@ class Benchmark:
             machine=machine_info(),
             bandwidth_gb_per_s=bandwidth.gb_per_s,
             bandwidth_convention=bandwidth.convention,
+            read_bandwidth_gb_per_s=bandwidth.read_gb_per_s,
             rows=rows,
             ratios=ratios,
             context_sweeps=sweeps,
         )
 
-    def _model_rows(self, model: str, bandwidth) -> list[Row]:  # noqa: ANN001 (roofline.Bandwidth)
+    def _bandwidth(self):  # noqa: ANN202 (roofline.Bandwidth)
+        threads = self.config.threads
+        with self.progress.phase(f"memory bandwidth ({threads} threads)"):
+            bandwidth = measure_copy_bandwidth(threads)
+        self.progress(
+            f"copy {bandwidth.gb_per_s:.1f} GB/s ({bandwidth.convention}), read {bandwidth.read_gb_per_s:.1f} GB/s"
+        )
+        return bandwidth
+
+    def _model_rows(self, model: str) -> list[Row]:
         from executorch_optimum.benchmark.eager_speed import load_eager_model, measure_eager
         from executorch_optimum.benchmark.runtime_speed import PteBench, make_prompt, measure_interleaved
 
@@ -178,7 +190,7 @@ class Benchmark:
                         decode_tokens_per_s=speed.decode_tokens_per_s,
                         prefill_chunk=speed.prefill_chunk,
                         bytes_per_token=weights,
-                        roofline_tokens_per_s=roofline_tokens_per_s(bandwidth, weights),
+                        roofline_tokens_per_s=float("nan"),  # set when the run ends
                         eager_prefill_tokens_per_s=eager.prefill_tokens_per_s if eager else [],
                         eager_decode_tokens_per_s=eager.decode_tokens_per_s if eager else [],
                         tokens_match_eager=(speed.tokens == eager.tokens)

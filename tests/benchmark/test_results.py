@@ -41,6 +41,7 @@ def _row(exporter: str, prefill: list[float], decode: list[float], wall: float =
         eager_prefill_tokens_per_s=[500.0, 600.0, 700.0],
         eager_decode_tokens_per_s=[50.0, 60.0, 70.0],
         tokens_match_eager=True,
+        read_roofline_tokens_per_s=12000.0,
     )
 
 
@@ -53,6 +54,7 @@ def _results() -> BenchmarkResults:
         machine={"cores": "2"},
         bandwidth_gb_per_s=8.5,
         bandwidth_convention="read + write",
+        read_bandwidth_gb_per_s=11.0,
         rows=[ours, theirs],
         ratios=compare.ratio_rows([ours, theirs], "ours", "optimum-executorch"),
         context_sweeps=[sweep],
@@ -84,7 +86,8 @@ def test_markdown_has_every_row_and_ratio() -> None:
     assert cells[4] == "42.0"  # user + sys
     assert cells[7] == "110.0 [100.0–120.0]"  # prefill median [min–max]
     assert cells[8] == "30.0 [20.0–40.0]"
-    assert cells[-2] == "0%"  # 30 / 9000
+    assert cells[-3] == "9000.0 / 12000.0"  # copy / read rooflines
+    assert cells[-2] == "0% / 0%"  # 30 / 9000, 30 / 12000
     assert (
         "| smollm2_tiny | fp32 | ours / optimum-executorch | decode tok/s | 2.00 [2.00–3.00] | higher |"
         in text

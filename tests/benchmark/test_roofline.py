@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import transformers
@@ -113,4 +115,8 @@ def test_bandwidth_and_roofline_arithmetic() -> None:
     bandwidth = measure_copy_bandwidth(threads=1, buffer_mib=8, repeats=2)
     assert bandwidth.gb_per_s > 0
     assert "read + write" in bandwidth.convention == CONVENTION
+    assert bandwidth.read_gb_per_s > 0
     assert roofline_tokens_per_s(bandwidth, 10**9) == pytest.approx(bandwidth.gb_per_s)
+    assert roofline_tokens_per_s(bandwidth, 10**9, read=True) == pytest.approx(bandwidth.read_gb_per_s)
+    better = bandwidth.best(dataclasses.replace(bandwidth, gb_per_s=1e6, read_gb_per_s=None))
+    assert (better.gb_per_s, better.read_gb_per_s) == (1e6, bandwidth.read_gb_per_s)
