@@ -5,8 +5,29 @@ The program holds `token_embedding(ids [1, S]) -> [1, S, D]`,
 `text_decoder(embeddings [1, S, D], cache_position [S]) -> logits`, plus runner metadata
 (`get_max_seq_len`, `get_max_context_len`, `get_eos_ids`, `image_token_id`, `image_size`).
 We embed the prompt, put each image's T embeddings where the prompt holds T image tokens,
-prefill the decoder in chunks of `get_max_seq_len`, then decode greedily. Image files are read
-and preprocessed without torchvision or PIL (resize, rescale, normalise in torch).
+prefill the decoder in chunks of `get_max_seq_len`, then decode greedily.
+
+Images are read and preprocessed as Hugging Face's Gemma 3 image processor does in its PIL
+mode (`Gemma3ImageProcessor` without torchvision, i.e. `Gemma3ImageProcessorPil`), with
+Pillow but without transformers or torchvision:
+
+- files: PNG, JPEG, GIF, WebP, BMP, TIFF... through Pillow; binary PPM/PGM and `.npy` uint8
+  arrays through our own readers;
+- colour: like the processor's `convert_to_rgb`, greyscale is replicated to RGB, palette and
+  other modes are converted by Pillow, and an alpha channel (RGBA, LA, a palette with
+  transparency) is composited onto white. Arrays must have 1, 3 or 4 (RGBA) channels;
+- resize to the model's square `image_size` with Pillow's BILINEAR filter on the 8-bit
+  image (the processor's `resample=2`; Pillow widens the filter when shrinking), then
+  rescale by 1/255 in float64, cast to float32 and normalise with mean = std = 0.5.
+
+Pillow itself does the resize, rather than `torch.nn.functional.interpolate`, because
+the two differ by up to a few 8-bit levels (Pillow computes in fixed point and rounds);
+with Pillow the result matches the processor to float32 rounding
+(tests/multimodal/test_hf_processor.py).
+
+Prompts: Gemma 3's processor replaces each image placeholder `<start_of_image>` (BOI) in the
+text with `"\n\n" BOI <image_soft_token> * tokens_per_image EOI "\n\n"`;
+`expand_image_placeholders` does the same on token ids.
 """
 
 from __future__ import annotations
@@ -16,7 +37,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from executorch_optimum.runtime.generator import load_executorch_op_libraries
 from executorch_optimum.runtime.metadata import ProgramMetadata, read_metadata
@@ -70,11 +90,39 @@ def _read_ppm(data: bytes, source: str) -> torch.Tensor:
     return flat.reshape(height, width, channels)
 
 
-def load_image(path: str | Path) -> torch.Tensor:
-    """Reads an image file as uint8 [H, W, C]: binary PPM/PGM (P6/P5) or a .npy array.
+def _read_with_pillow(path: Path) -> torch.Tensor:
+    """Any format Pillow reads -> uint8 RGB [H, W, 3], alpha composited onto white (as HF does)."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
 
-    Raises ImageError (a ValueError) with the reason for a missing file or one that is not an
-    image; channel checks happen in `preprocess_image`.
+    try:
+        with Image.open(path) as image:
+            image.load()
+            has_alpha = "A" in image.getbands() or image.info.get("transparency") is not None
+            if has_alpha:
+                rgba = image.convert("RGBA")
+                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                rgb = Image.alpha_composite(white, rgba).convert("RGB")
+            else:
+                rgb = image.convert("RGB")
+    except UnidentifiedImageError:
+        raise ImageError(
+            f"{path} is not a supported image (Pillow cannot identify it; binary PPM/PGM and .npy "
+            "uint8 [H, W, C] arrays are read too)"
+        ) from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise ImageError(f"{path}: unreadable image ({error})") from None
+    return torch.from_numpy(np.array(rgb, dtype=np.uint8))
+
+
+def load_image(path: str | Path) -> torch.Tensor:
+    """Reads an image file as uint8 [H, W, C].
+
+    PNG, JPEG and every other format Pillow reads come back as RGB [H, W, 3] (greyscale and
+    palette images converted, alpha composited onto white, like HF's `convert_to_rgb`);
+    binary PPM/PGM (P6/P5) and `.npy` arrays come back as stored ([H, W, 1] for greyscale),
+    `preprocess_image` converts their channels. Raises ImageError (a ValueError) with the
+    reason for a missing file or one that is not an image.
     """
     path = Path(path)
     if not path.is_file():
@@ -91,7 +139,36 @@ def load_image(path: str | Path) -> torch.Tensor:
             raise ImageError(f"{path}: unreadable .npy image ({error})") from error
         tensor = torch.from_numpy(np.ascontiguousarray(array))
         return tensor.unsqueeze(-1) if tensor.dim() == 2 else tensor
-    raise ImageError(f"{path} is not a supported image (binary PPM/PGM or .npy uint8 [H, W, C])")
+    return _read_with_pillow(path)
+
+
+def to_rgb(image: torch.Tensor) -> torch.Tensor:
+    """uint8 [H, W, 1 | 3 | 4] -> [H, W, 3]: grey replicated, RGBA composited onto white.
+
+    The arithmetic of HF's `convert_to_rgb` for arrays: alpha * rgb + (1 - alpha) * 255, rounded.
+    """
+    channels = image.shape[-1]
+    if channels == 3:
+        return image
+    if channels == 1:
+        return image.expand(-1, -1, 3)
+    if channels == 4:
+        rgb = image[..., :3].to(torch.float64)
+        alpha = image[..., 3:].to(torch.float64) / 255
+        return torch.round(alpha * rgb + (1 - alpha) * 255).to(torch.uint8)
+    raise ImageError(
+        f"expected 1 (grey), 3 (RGB) or 4 (RGBA) channels, got {channels} (shape {list(image.shape)})"
+    )
+
+
+def _resize_bilinear(image: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 [H, W, 3] -> uint8 [size, size, 3] with Pillow's BILINEAR filter."""
+    import numpy as np
+    from PIL import Image
+
+    pil = Image.fromarray(np.ascontiguousarray(image.numpy()))
+    resized = pil.resize((size, size), resample=Image.Resampling.BILINEAR)
+    return torch.from_numpy(np.array(resized, dtype=np.uint8))
 
 
 def preprocess_image(
@@ -101,34 +178,75 @@ def preprocess_image(
     std: Sequence[float] = DEFAULT_STD,
     rescale_factor: float = 1 / 255,
 ) -> torch.Tensor:
-    """uint8 [H, W, 3] (or [H, W, 1], replicated) -> float32 [1, 3, size, size].
+    """uint8 [H, W, 1 | 3 | 4] -> float32 [1, 3, size, size], as Gemma 3's image processor does.
 
-    Bilinear resize with antialiasing (what PIL's BILINEAR does when shrinking), rounded back to
-    8 bits like a PIL image, then rescaled and normalised as Gemma 3's image processor does.
+    Channels through `to_rgb`, Pillow BILINEAR resize of the 8-bit image, rescale in float64
+    then float32, normalise in float32 (see the module docstring).
     """
     if not isinstance(image, torch.Tensor):
         raise ImageError(f"expected an image tensor, got {type(image).__name__}")
     if image.dim() != 3:
         raise ImageError(f"expected an image of shape [H, W, C], got {list(image.shape)}")
-    channels = image.shape[-1]
-    if channels == 1:
-        image = image.expand(-1, -1, 3)
-    elif channels != 3:
-        raise ImageError(f"expected 1 or 3 channels (RGB), got {channels} (shape {list(image.shape)})")
     if image.dtype != torch.uint8:
         raise ImageError(f"expected uint8 pixels, got {image.dtype}")
     if min(image.shape[:2]) == 0:
         raise ImageError("the image is empty")
-    pixels = image.permute(2, 0, 1).unsqueeze(0).to(torch.float32)
-    if tuple(pixels.shape[-2:]) != (size, size):
-        pixels = F.interpolate(
-            pixels, size=(size, size), mode="bilinear", align_corners=False, antialias=True
-        )
-        pixels = pixels.round().clamp(0, 255)
-    pixels = pixels * rescale_factor
+    rgb = to_rgb(image)
+    if tuple(rgb.shape[:2]) != (size, size):
+        rgb = _resize_bilinear(rgb, size)
+    pixels = (rgb.permute(2, 0, 1).unsqueeze(0).to(torch.float64) * rescale_factor).to(torch.float32)
     mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
     return ((pixels - mean_t) / std_t).contiguous()
+
+
+def expand_image_placeholders(
+    tokens: Sequence[int],
+    num_images: int,
+    image_token_id: int,
+    tokens_per_image: int,
+    boi_token_id: int | None = None,
+    eoi_token_id: int | None = None,
+    bos_id: int | None = None,
+) -> list[int]:
+    """Prompt ids with `tokens_per_image` image tokens per image, as Gemma 3's processor lays out.
+
+    - ids that already hold `num_images * tokens_per_image` image tokens are returned as is;
+    - else each BOI placeholder becomes BOI, image tokens, EOI (the processor does this on
+      text, adding "\n\n" around; pass text through the tokenizer for those);
+    - a prompt with neither gets one BOI, image tokens, EOI block per image at its start, after
+      BOS (where Gemma 3's chat template puts an image that comes before the text).
+    Raises ValueError when the prompt's image tokens or placeholders do not match `num_images`.
+    """
+    tokens = list(tokens)
+    present = tokens.count(image_token_id)
+    if present:
+        if present != num_images * tokens_per_image:
+            raise ValueError(
+                f"the prompt has {present} image tokens (id {image_token_id}) but {num_images} image(s) "
+                f"need {num_images * tokens_per_image} ({tokens_per_image} each)"
+            )
+        return tokens
+    if num_images == 0:
+        return tokens
+    open_, close = (
+        [boi_token_id] if boi_token_id is not None else [],
+        [eoi_token_id] if eoi_token_id is not None else [],
+    )
+    block = [*open_, *[image_token_id] * tokens_per_image, *close]
+    placeholders = tokens.count(boi_token_id) if boi_token_id is not None else 0
+    if placeholders:
+        if placeholders != num_images:
+            raise ValueError(
+                f"the prompt has {placeholders} image placeholder(s) (id {boi_token_id}) but "
+                f"{num_images} image(s) were given"
+            )
+        out: list[int] = []
+        for token in tokens:
+            out.extend(block if token == boi_token_id else [token])
+        return out
+    start = 1 if bos_id is not None and tokens[:1] == [bos_id] else 0
+    return tokens[:start] + block * num_images + tokens[start:]
 
 
 @dataclass
@@ -169,6 +287,9 @@ class MultimodalGenerator:
         self.metadata: ProgramMetadata = read_metadata(self.program)
         self.image_token_id = self._constant("image_token_id")
         self.image_size = self._constant("image_size")
+        self.tokens_per_image = self._constant("tokens_per_image")
+        self.boi_token_id = self._constant("boi_token_id")
+        self.eoi_token_id = self._constant("eoi_token_id")
         self._embed = self._encoders.load_method(TOKEN_EMBEDDING)
         self._vision = self._encoders.load_method(VISION_ENCODER) if VISION_ENCODER in names else None
         self._decoder = self.program.load_method(TEXT_DECODER)

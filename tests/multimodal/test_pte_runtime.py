@@ -153,4 +153,4 @@ def test_image_file_through_preprocessing(lowered, tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="not a supported image"):
         generator.image_pixels(tmp_path / "text.png")
     with pytest.raises(ImageError, match="channels"):
-        generator.image_pixels(torch.zeros(8, 8, 4, dtype=torch.uint8))
+        generator.image_pixels(torch.zeros(8, 8, 2, dtype=torch.uint8))
