@@ -3,6 +3,13 @@
 load (safetensors only) -> quantize (torchao) -> wrap (our caches + SDPA) -> torch.export
 -> XNNPACK lowering -> serialise, each phase timed and reported through `progress`.
 Outputs are written atomically: a failed or interrupted export leaves no file behind.
+
+Tasks: `text-generation` (a causal LM -> `CausalLMExportableModule`, method `forward`) and
+`image-text-to-text` (Gemma 3's `Gemma3ForConditionalGeneration` ->
+`ImageTextToTextExportableModule`, methods `token_embedding`, `vision_encoder`,
+`text_decoder` for ExecuTorch's MultimodalRunner, plus `boi_token_id`/`eoi_token_id`
+metadata so a runner can expand an image placeholder as Gemma 3's processor does).
+A checkpoint given the other task's name fails with a one-line error naming the right task.
 """
 
 from __future__ import annotations
@@ -18,11 +25,15 @@ from pathlib import Path
 
 import torch
 
-TASKS = ("text-generation",)
+TEXT_GENERATION = "text-generation"
+IMAGE_TEXT_TO_TEXT = "image-text-to-text"
+TASKS = (TEXT_GENERATION, IMAGE_TEXT_TO_TEXT)
 RECIPES = ("xnnpack",)
 DTYPES = {"float32": torch.float32, "fp32": torch.float32}
 # model_type -> covered by the parity tests
 SUPPORTED_ARCHITECTURES = ("gemma", "gemma2", "gemma3_text", "llama", "mistral", "phi3", "qwen2", "qwen3")
+# model_type -> image-text-to-text, covered by tests/multimodal and tests/tools
+SUPPORTED_MULTIMODAL_ARCHITECTURES = ("gemma3",)
 MAX_SEQ_LEN_RANGE = (1, 32768)
 
 
@@ -104,6 +115,11 @@ def validate(options: ExportOptions, check_model_dir: bool = True) -> None:
         )
     if not options.use_custom_kv_cache:
         raise ExportError("--use_custom_kv_cache is required: the ExecuTorch caches are what update in place")
+    if options.task == IMAGE_TEXT_TO_TEXT:
+        if options.native_kernels:
+            raise ExportError("--native_kernels is not supported for --task image-text-to-text yet")
+        if not options.last_logits_only:
+            raise ExportError("--full_logits is not supported for --task image-text-to-text")
     _validate_output(options.output)
     if options.report is not None:
         _validate_output(options.report)
@@ -161,12 +177,13 @@ def _load_model(options: ExportOptions) -> torch.nn.Module:
     except (ValueError, OSError, KeyError) as err:
         raise ExportError(f"cannot read {options.model_dir / 'config.json'}: {err}") from None
     model_type = getattr(config, "model_type", "?")
-    if model_type not in SUPPORTED_ARCHITECTURES:
-        raise ExportError(
-            f"unsupported architecture '{model_type}' for {options.task} "
-            f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)})"
-        )
-    model = transformers.AutoModelForCausalLM.from_pretrained(
+    _check_architecture(model_type, options.task)
+    auto_class = (
+        transformers.AutoModelForImageTextToText
+        if options.task == IMAGE_TEXT_TO_TEXT
+        else transformers.AutoModelForCausalLM
+    )
+    model = auto_class.from_pretrained(
         options.model_dir,
         local_files_only=True,
         use_safetensors=not options.allow_pickle,
@@ -176,10 +193,74 @@ def _load_model(options: ExportOptions) -> torch.nn.Module:
     return model.eval()
 
 
+def _check_architecture(model_type: str, task: str) -> None:
+    """One line naming the right task when a checkpoint is given the other task."""
+    if task == IMAGE_TEXT_TO_TEXT:
+        if model_type in SUPPORTED_MULTIMODAL_ARCHITECTURES:
+            return
+        if model_type in SUPPORTED_ARCHITECTURES:
+            raise ExportError(
+                f"'{model_type}' is a text-only architecture: export it with --task {TEXT_GENERATION} "
+                f"(image-text-to-text supports: {', '.join(SUPPORTED_MULTIMODAL_ARCHITECTURES)})"
+            )
+        supported = SUPPORTED_MULTIMODAL_ARCHITECTURES
+    else:
+        if model_type in SUPPORTED_ARCHITECTURES:
+            return
+        if model_type in SUPPORTED_MULTIMODAL_ARCHITECTURES:
+            raise ExportError(
+                f"'{model_type}' is an image-text-to-text checkpoint: export it with --task {IMAGE_TEXT_TO_TEXT}"
+            )
+        supported = SUPPORTED_ARCHITECTURES
+    raise ExportError(
+        f"unsupported architecture '{model_type}' for {task} (supported: {', '.join(supported)})"
+    )
+
+
+def _wrap(model: torch.nn.Module, options: ExportOptions) -> tuple[torch.nn.Module, dict]:
+    """(exportable module, extra runner metadata) for the task."""
+    from executorch_optimum.modules import CausalLMExportableModule, ImageTextToTextExportableModule
+
+    if options.task != IMAGE_TEXT_TO_TEXT:
+        module = CausalLMExportableModule(
+            model,
+            max_seq_len=options.max_seq_len,
+            max_context_len=options.max_context_len,
+            use_custom_kv_cache=options.use_custom_kv_cache,
+            use_custom_sdpa=options.use_custom_sdpa,
+            last_logits_only=options.last_logits_only,
+            native_kernels=options.native_kernels,
+        )
+        return module, {}
+    config = model.config
+    image_tokens = int(getattr(config, "mm_tokens_per_image", 0) or 0)
+    if options.max_seq_len < image_tokens:
+        raise ExportError(
+            f"--max_seq_len ({options.max_seq_len}) must be >= the {image_tokens} tokens of one image: "
+            "ExecuTorch's MultimodalRunner feeds an image's embeddings in one text_decoder call"
+        )
+    try:
+        module = ImageTextToTextExportableModule(
+            model,
+            max_seq_len=options.max_seq_len,
+            max_context_len=options.max_context_len,
+            use_custom_kv_cache=options.use_custom_kv_cache,
+            use_custom_sdpa=options.use_custom_sdpa,
+        )
+    except (NotImplementedError, ValueError) as err:
+        raise ExportError(str(err)) from None
+    # The image placeholder Gemma 3's processor expands into BOI, image tokens, EOI.
+    extra = {
+        name: int(value)
+        for name, value in (("boi_token_id", config.boi_token_id), ("eoi_token_id", config.eoi_token_id))
+        if value is not None
+    }
+    return module, extra
+
+
 def export_model(options: ExportOptions, progress: Progress = print) -> ExportResult:
     """Runs the pipeline; raises ExportError for bad input (before any output exists)."""
     validate(options)
-    from executorch_optimum.modules import CausalLMExportableModule
     from executorch_optimum.xnnpack import QuantizationConfig, export_to_executorch_with_xnnpack
 
     timings: dict[str, float] = {}
@@ -202,17 +283,9 @@ def export_model(options: ExportOptions, progress: Progress = print) -> ExportRe
 
             apply_quantization_(model, quantize)
     with _phase("wrap", timings, progress):
-        module = CausalLMExportableModule(
-            model,
-            max_seq_len=options.max_seq_len,
-            max_context_len=options.max_context_len,
-            use_custom_kv_cache=options.use_custom_kv_cache,
-            use_custom_sdpa=options.use_custom_sdpa,
-            last_logits_only=options.last_logits_only,
-            native_kernels=options.native_kernels,
-        )
+        module, extra_metadata = _wrap(model, options)
     with _phase("export+lower", timings, progress):
-        lowered = export_to_executorch_with_xnnpack(module)
+        lowered = export_to_executorch_with_xnnpack(module, metadata=extra_metadata or None)
         steps = ", ".join(
             f"{name.removesuffix('_s')} {seconds:.1f} s" for name, seconds in lowered.timings.items()
         )

@@ -32,7 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="checkpoint directory: config.json + *.safetensors "
         "(default: the embedded SmolLM2-135M config with RANDOM weights)",
     )
-    p.add_argument("--task", default="text-generation", help="what to export (default: %(default)s)")
+    p.add_argument(
+        "--task",
+        default="text-generation",
+        help="what to export: text-generation (a causal LM) or image-text-to-text "
+        "(Gemma3ForConditionalGeneration: token_embedding, vision_encoder, text_decoder) "
+        "(default: %(default)s)",
+    )
     p.add_argument("--recipe", default="xnnpack", help="lowering recipe (default: %(default)s)")
     p.add_argument(
         "--use_custom_sdpa",

@@ -26,19 +26,20 @@ with Pillow the result matches the processor to float32 rounding
 (tests/multimodal/test_hf_processor.py).
 
 Prompts: Gemma 3's processor replaces each image placeholder `<start_of_image>` (BOI) in the
-text with `"\n\n" BOI <image_soft_token> * tokens_per_image EOI "\n\n"`;
+text with `"\\n\\n" BOI <image_soft_token> * tokens_per_image EOI "\\n\\n"`;
 `expand_image_placeholders` does the same on token ids.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from executorch_optimum.runtime.generator import load_executorch_op_libraries
+from executorch_optimum.runtime.generator import GenerationStats, load_executorch_op_libraries
 from executorch_optimum.runtime.metadata import ProgramMetadata, read_metadata
 
 TOKEN_EMBEDDING = "token_embedding"
@@ -127,7 +128,10 @@ def load_image(path: str | Path) -> torch.Tensor:
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"no image file at {path}")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ImageError(f"cannot read {path}: {error.strerror or error}") from None
     if data[:2] in (b"P5", b"P6"):
         return _read_ppm(data, str(path))
     if data[:6] == b"\x93NUMPY":
@@ -213,7 +217,7 @@ def expand_image_placeholders(
 
     - ids that already hold `num_images * tokens_per_image` image tokens are returned as is;
     - else each BOI placeholder becomes BOI, image tokens, EOI (the processor does this on
-      text, adding "\n\n" around; pass text through the tokenizer for those);
+      text, adding "\\n\\n" around; pass text through the tokenizer for those);
     - a prompt with neither gets one BOI, image tokens, EOI block per image at its start, after
       BOS (where Gemma 3's chat template puts an image that comes before the text).
     Raises ValueError when the prompt's image tokens or placeholders do not match `num_images`.
@@ -256,6 +260,8 @@ class MultimodalResult:
     tokens: list[int]
     stop_reason: str  # "eos", "max_new_tokens" or "context_full"
     logits: list[torch.Tensor] = field(default_factory=list)
+    # Prefill time includes embedding the prompt and encoding its images.
+    stats: GenerationStats | None = None
 
 
 class MultimodalGenerator:
@@ -373,9 +379,12 @@ class MultimodalGenerator:
     ) -> MultimodalResult:
         """Greedy generation from a fresh cache: prompt ids with image tokens + preprocessed images."""
         self.reset()
+        start = time.perf_counter()
         embeddings = self.prompt_embeddings(tokens, images)
         logits = self.prefill(embeddings)
         position = embeddings.shape[1]
+        first_token = time.perf_counter()
+        calls = -(-position // (self.metadata.max_seq_len if self.metadata.enable_dynamic_shape else 1))
         out: list[int] = []
         recorded: list[torch.Tensor] = []
         eos = set(self.metadata.eos_ids)
@@ -385,10 +394,24 @@ class MultimodalGenerator:
             token = int(logits.argmax())
             out.append(token)
             if stop_on_eos and token in eos:
-                return MultimodalResult(out, "eos", recorded)
+                reason = "eos"
+                break
             if len(out) >= max_new_tokens:
-                return MultimodalResult(out, "max_new_tokens", recorded)
+                reason = "max_new_tokens"
+                break
             if position >= self.metadata.max_context_len:
-                return MultimodalResult(out, "context_full", recorded)
+                reason = "context_full"
+                break
             logits = self.decode_step(self.embed([token]), position)
             position += 1
+            calls += 1
+        end = time.perf_counter()
+        stats = GenerationStats(
+            prompt_tokens=embeddings.shape[1],
+            generated_tokens=len(out),
+            prefill_s=first_token - start,
+            decode_s=end - first_token,
+            time_to_first_token_s=first_token - start,
+            forward_calls=calls,
+        )
+        return MultimodalResult(out, reason, recorded, stats)

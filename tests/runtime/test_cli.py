@@ -128,3 +128,13 @@ def test_prompt_text_without_a_tokenizer(tmp_path, artifacts, capsys):
     lonely.write_bytes((root / "model.pte").read_bytes())
     assert main(["--pte", str(lonely), "--prompt", "hello"]) == 2
     assert "--prompt needs a tokenizer" in capsys.readouterr().err
+
+
+def test_image_on_a_text_only_program_is_an_error(artifacts, tmp_path, capsys):
+    root, _ = artifacts
+    image = tmp_path / "a.ppm"
+    image.write_bytes(b"P6\n2 2\n255\n" + bytes(12))
+    assert main(["--pte", str(root / "model.pte"), "--prompt_ids", "1,2", "--image", str(image)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --image needs an image-text-to-text .pte") and err.count("\n") == 1
+    assert "is text-only (methods: forward)" in err

@@ -8,6 +8,7 @@ import pytest
 import torch
 import transformers
 
+from tests.multimodal.tiny_vlm import tiny_gemma3_vlm
 from tests.support.tiny_models import tiny_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
@@ -56,9 +57,49 @@ def test_unsupported_architecture(tmp_path, capsys):
     assert _no_pte(tmp_path)
 
 
+def test_text_only_checkpoint_with_image_task_names_the_right_task(checkpoint, tmp_path, capsys):
+    code, _, err = _run(
+        capsys, "--model", str(checkpoint), "--output_dir", str(tmp_path), "--task", "image-text-to-text"
+    )
+    assert code == 2 and err.count("\n") == 1, err
+    assert "'llama' is a text-only architecture: export it with --task text-generation" in err
+    assert _no_pte(tmp_path)
+
+
+def test_multimodal_checkpoint_with_text_task_names_the_right_task(tmp_path, capsys):
+    ckpt = tmp_path / "vlm"
+    tiny_gemma3_vlm().save_pretrained(ckpt, safe_serialization=True)
+    capsys.readouterr()  # save_pretrained's progress bar
+    code, _, err = _run(capsys, "--model", str(ckpt), "--output_dir", str(tmp_path))
+    assert code == 2 and err.count("\n") == 1, err
+    assert "'gemma3' is an image-text-to-text checkpoint: export it with --task image-text-to-text" in err
+    # An image needs more tokens than one decoder call takes: the stock runner could not feed it.
+    code, _, err = _run(
+        capsys,
+        "--model",
+        str(ckpt),
+        "--output_dir",
+        str(tmp_path),
+        "--task",
+        "image-text-to-text",
+        "--max_seq_len",
+        "2",
+    )
+    assert code == 2 and "--max_seq_len (2) must be >= the 4 tokens of one image" in err, err
+    assert _no_pte(tmp_path)
+
+
+def test_task_help_lists_both_tasks(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "text-generation" in help_text and "image-text-to-text" in help_text
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
+        (["--task", "image-text-to-text", "--native_kernels"], "--native_kernels is not supported"),
         (["--task", "summarization"], "unsupported task 'summarization'"),
         (["--recipe", "coreml"], "unsupported recipe 'coreml'"),
         (["--max_seq_len", "0"], "--max_seq_len must be in [1, 32768], got 0"),

@@ -1,0 +1,215 @@
+"""`//tools:export --task image-text-to-text`, then `//tools:generate --image`, end to end.
+
+One export of a tiny random Gemma 3 checkpoint (tests/multimodal/tiny_vlm.py) per test file.
+The reference is independent of our runtime: the eager transformers model, fed the pixel
+values of transformers' own Gemma 3 image processor (PIL backend) for the same PNG and the
+prompt ids laid out as Gemma 3's processor does (BOS, text, "\\n\\n", BOI, image tokens, EOI,
+"\\n\\n", text).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from PIL import Image
+from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, processors
+
+from executorch_optimum.runtime.cli import main as generate
+from tests.multimodal.tiny_vlm import (
+    BOI_TOKEN,
+    EOI_TOKEN,
+    IMAGE_SIZE,
+    IMAGE_TOKEN,
+    TOKENS_PER_IMAGE,
+    eager_vlm_trace,
+    tiny_gemma3_vlm,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+import export as export_cli  # noqa: E402
+
+NEWLINES = 253  # "\n\n" in the tiny tokenizer
+BOS, EOS = 1, 2
+STEPS = 12
+
+
+def _tokenizer() -> Tokenizer:
+    """Word-level: "<007>" is id 7; Gemma 3's image tokens and "\\n\\n" at the tiny model's ids."""
+    special = {IMAGE_TOKEN: "<image_soft_token>", BOI_TOKEN: "<start_of_image>", EOI_TOKEN: "<end_of_image>"}
+    vocab = {f"<{i:03d}>": i for i in range(256) if i not in special and i != NEWLINES}
+    vocab |= {text: token_id for token_id, text in special.items()} | {"\n\n": NEWLINES}
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<000>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.add_special_tokens([AddedToken(t, normalized=False) for t in special.values()])
+    tokenizer.add_tokens([AddedToken("\n\n", normalized=False)])
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<001> $A", special_tokens=[("<001>", BOS)]
+    )
+    return tokenizer
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(checkpoint dir, out dir holding vlm.pte, tokenizer.json and vlm.json)."""
+    root = tmp_path_factory.mktemp("itt")
+    ckpt = root / "ckpt"
+    tiny_gemma3_vlm().save_pretrained(ckpt, safe_serialization=True)
+    _tokenizer().save(str(ckpt / "tokenizer.json"))
+    out = root / "out"
+    code = export_cli.main(
+        [
+            "--model",
+            str(ckpt),
+            "--task",
+            "image-text-to-text",
+            "--max_seq_len",
+            "8",
+            "--max_context_len",
+            "64",
+            "--output",
+            str(out / "vlm.pte"),
+            "--report",
+            str(out / "vlm.json"),
+        ]
+    )
+    assert code == 0
+    return ckpt, out
+
+
+@pytest.fixture(scope="module")
+def png(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("img") / "photo.png"
+    pixels = np.random.default_rng(4).integers(0, 256, (50, 37, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def _hf_pixels(path: Path) -> torch.Tensor:
+    processor = transformers.Gemma3ImageProcessor.from_dict(
+        {"size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE}, "resample": 2}
+        | {"image_mean": [0.5] * 3, "image_std": [0.5] * 3, "rescale_factor": 1 / 255}
+    )
+    with Image.open(path) as image:
+        out = processor(images=image, return_tensors="pt", do_convert_rgb=True, do_pan_and_scan=False)
+    return out["pixel_values"]
+
+
+def _eager_tokens(ckpt: Path, ids: list[int], pixels: torch.Tensor | None) -> list[int]:
+    model = transformers.Gemma3ForConditionalGeneration.from_pretrained(
+        ckpt, local_files_only=True, attn_implementation="eager"
+    ).eval()
+    tokens = eager_vlm_trace(model, torch.tensor([ids]), pixels, STEPS).tokens
+    return tokens[: tokens.index(EOS) + 1] if EOS in tokens else tokens
+
+
+def _generate(capsys, *argv: str) -> tuple[int, dict | None, str]:
+    code = generate([*argv, "--max_new_tokens", str(STEPS), "--json"])
+    captured = capsys.readouterr()
+    return code, json.loads(captured.out) if code == 0 else None, captured.err
+
+
+def test_export_writes_multimodal_program_and_report(exported) -> None:
+    _, out = exported
+    from executorch.runtime import Runtime
+
+    methods = set(Runtime.get().load_program(out / "vlm.pte").method_names)
+    assert {"token_embedding", "vision_encoder", "text_decoder"} <= methods
+    assert (out / "tokenizer.json").is_file()
+    report = json.loads((out / "vlm.json").read_text())
+    assert report["options"]["task"] == "image-text-to-text"
+    meta = report["metadata"]
+    assert meta["image_token_id"] == IMAGE_TOKEN and meta["tokens_per_image"] == TOKENS_PER_IMAGE
+    assert meta["boi_token_id"] == BOI_TOKEN and meta["eoi_token_id"] == EOI_TOKEN
+    assert report["size_bytes"] == (out / "vlm.pte").stat().st_size
+
+
+def test_text_prompt_with_placeholder_and_png_gives_eager_tokens(exported, png, capsys) -> None:
+    ckpt, out = exported
+    code, result, err = _generate(
+        capsys,
+        "--pte",
+        str(out / "vlm.pte"),
+        "--prompt",
+        "<007> <start_of_image> <010> <011>",
+        "--image",
+        str(png),
+    )
+    assert code == 0, err
+    # Gemma 3's processor layout around the placeholder.
+    want_ids = [BOS, 7, NEWLINES, BOI_TOKEN, *[IMAGE_TOKEN] * TOKENS_PER_IMAGE, EOI_TOKEN, NEWLINES, 10, 11]
+    assert result["prompt_ids"] == want_ids
+    assert result["tokens"] == _eager_tokens(ckpt, want_ids, _hf_pixels(png))
+    assert result["stats"]["generated_tokens"] == len(result["tokens"])
+
+
+def test_prompt_without_placeholder_gets_the_image_first(exported, png, capsys) -> None:
+    _, out = exported
+    code, result, err = _generate(
+        capsys, "--pte", str(out / "vlm.pte"), "--prompt", "<010> <011>", "--image", str(png)
+    )
+    assert code == 0, err
+    assert result["prompt_ids"] == [
+        BOS,
+        NEWLINES,
+        BOI_TOKEN,
+        *[IMAGE_TOKEN] * TOKENS_PER_IMAGE,
+        EOI_TOKEN,
+        NEWLINES,
+        10,
+        11,
+    ]
+
+
+def test_prompt_ids_with_two_images(exported, png, tmp_path, capsys) -> None:
+    ckpt, out = exported
+    second = tmp_path / "second.jpg"
+    Image.fromarray(np.random.default_rng(9).integers(0, 256, (20, 70, 3), dtype=np.uint8)).save(second)
+    code, result, err = _generate(
+        capsys,
+        "--pte",
+        str(out / "vlm.pte"),
+        "--prompt_ids",
+        f"{BOS},7,{BOI_TOKEN},9,{BOI_TOKEN},12",
+        "--image",
+        str(png),
+        "--image",
+        str(second),
+    )
+    assert code == 0, err
+    block = [BOI_TOKEN, *[IMAGE_TOKEN] * TOKENS_PER_IMAGE, EOI_TOKEN]
+    want_ids = [BOS, 7, *block, 9, *block, 12]
+    assert result["prompt_ids"] == want_ids
+    # Two images: the eager model takes both pixel batches in order.
+    pixels = torch.cat([_hf_pixels(png), _hf_pixels(second)])
+    assert result["tokens"] == _eager_tokens(ckpt, want_ids, pixels)
+
+
+def test_text_only_prompt_on_the_multimodal_program(exported, capsys) -> None:
+    ckpt, out = exported
+    code, result, err = _generate(capsys, "--pte", str(out / "vlm.pte"), "--prompt_ids", "1,17,99,4,230")
+    assert code == 0, err
+    assert result["tokens"] == _eager_tokens(ckpt, [1, 17, 99, 4, 230], None)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--image", "{tmp}/missing.png"], "no image file at"),
+        (["--image", "{tmp}/notes.png"], "is not a supported image"),
+        (["--image", "{png}", "--image", "{png}"], "1 <start_of_image> placeholder(s) but 2 --image"),
+        (["--image", "{png}", "--temperature", "0.7"], "greedy only"),
+    ],
+)
+def test_bad_images_are_one_line_errors(exported, png, tmp_path, capsys, extra, message) -> None:
+    _, out = exported
+    (tmp_path / "notes.png").write_text("not an image")
+    argv = ["--pte", str(out / "vlm.pte"), "--prompt", "<007> <start_of_image>"]
+    argv += [a.format(tmp=tmp_path, png=png) for a in extra]
+    code, _, err = _generate(capsys, *argv)
+    assert code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1, err
