@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
-from executorch_optimum.benchmark.runtime_speed import RunSample, SpeedResult
+from executorch_optimum.benchmark.runtime_speed import RunSample, SpeedResult, describe_run
 
 
 def load_eager_model(checkpoint_dir: Path) -> torch.nn.Module:
@@ -51,14 +51,28 @@ def _eager_run(model: torch.nn.Module, prompt: Sequence[int], new_tokens: int) -
 
 
 def measure_eager(
-    model: torch.nn.Module, prompt: Sequence[int], new_tokens: int, threads: int, repeats: int = 3
+    model: torch.nn.Module,
+    prompt: Sequence[int],
+    new_tokens: int,
+    threads: int,
+    repeats: int = 3,
+    on_run: Callable[[str], None] | None = None,
 ) -> SpeedResult:
-    """A warm-up run, then `repeats` timed runs."""
+    """A warm-up run, then `repeats` timed runs; `on_run` hears about each finished run."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        eager_run(model, prompt, new_tokens)
-        samples = [eager_run(model, prompt, new_tokens) for _ in range(repeats)]
+        samples = []
+        for r in range(repeats + 1):
+            sample = eager_run(model, prompt, new_tokens)
+            if r:
+                samples.append(sample)
+            if on_run is not None:
+                on_run(
+                    describe_run(
+                        sample, len(prompt), new_tokens, "warm-up" if r == 0 else f"run {r}/{repeats}"
+                    )
+                )
     finally:
         torch.set_num_threads(previous)
     return SpeedResult.from_samples(samples, len(prompt), new_tokens, len(prompt))

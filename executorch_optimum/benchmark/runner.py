@@ -159,7 +159,14 @@ class Benchmark:
         if cfg.eager:
             with self.progress.phase(f"{model}: eager transformers fp32 ({cfg.repeats} repeats)"):
                 eager_model = load_eager_model(checkpoint_dir)
-                eager = measure_eager(eager_model, prompt, cfg.new_tokens, cfg.threads, cfg.repeats)
+                eager = measure_eager(
+                    eager_model,
+                    prompt,
+                    cfg.new_tokens,
+                    cfg.threads,
+                    cfg.repeats,
+                    on_run=lambda line: self.progress(f"  {model} eager {line}"),
+                )
                 del eager_model
                 gc.collect()
             self.progress(
@@ -172,7 +179,11 @@ class Benchmark:
             weights = bytes_per_token_for_config(checkpoint_dir, get_variant(variant))["total"]
             with self.progress.phase(f"{model} {variant}: ExecuTorch runtime ({cfg.repeats} repeats)"):
                 benches = [PteBench(m.pte, prompt, cfg.new_tokens) for m in measured]
-                speeds = measure_interleaved(benches, cfg.repeats)
+                speeds = measure_interleaved(
+                    benches,
+                    cfg.repeats,
+                    on_run=lambda line, v=variant: self.progress(f"  {model} {v} {line}"),
+                )
                 del benches
                 gc.collect()
             for m, speed in zip(measured, speeds, strict=True):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,18 +178,36 @@ class PteBench:
         return statistics.median(seconds)
 
 
-def measure_interleaved(benches: Sequence[PteBench], repeats: int, warmup: bool = True) -> list[SpeedResult]:
-    """`repeats` runs of each program, interleaved; one SpeedResult per bench, in order."""
+def describe_run(sample: RunSample, prompt_len: int, new_tokens: int, what: str) -> str:
+    return f"{what}: prefill {prompt_len / sample.prefill_s:.1f} tok/s, decode {new_tokens / sample.decode_s:.1f} tok/s"
+
+
+def measure_interleaved(
+    benches: Sequence[PteBench],
+    repeats: int,
+    warmup: bool = True,
+    on_run: Callable[[str], None] | None = None,
+) -> list[SpeedResult]:
+    """`repeats` runs of each program, interleaved; one SpeedResult per bench, in order.
+    `on_run` hears about each finished run."""
     if repeats < 1:
         raise BenchmarkError(f"repeats must be >= 1, got {repeats}")
+
+    def run(i: int, what: str) -> RunSample:
+        sample = benches[i].run()
+        if on_run is not None:
+            name = f"{benches[i].pte.parent.name} " if len(benches) > 1 else ""
+            on_run(describe_run(sample, len(benches[i].prompt), benches[i].new_tokens, name + what))
+        return sample
+
     if warmup:
-        for bench in benches:
-            bench.run()
+        for i in range(len(benches)):
+            run(i, "warm-up")
     samples: list[list[RunSample]] = [[] for _ in benches]
     order = list(range(len(benches)))
     for r in range(repeats):
         for i in order if r % 2 == 0 else reversed(order):
-            samples[i].append(benches[i].run())
+            samples[i].append(run(i, f"run {r + 1}/{repeats}"))
     return [
         SpeedResult.from_samples(s, len(b.prompt), b.new_tokens, b.chunk)
         for b, s in zip(benches, samples, strict=True)
