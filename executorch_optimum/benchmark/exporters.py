@@ -93,6 +93,11 @@ class Exporter(Protocol):
         ...
 
 
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
 class ForeignExporter:
     """Wraps another team's exporter: its measurement normalised, its errors one line."""
 
@@ -101,7 +106,10 @@ class ForeignExporter:
         self.name = str(inner.name)
 
     def cache_key(self) -> str:
-        return str(self.inner.cache_key())
+        try:
+            return str(self.inner.cache_key())
+        except Exception as err:  # noqa: BLE001 (e.g. its lock file missing: one line)
+            raise BenchmarkError(f"{self.name}: {_first_line(err)}") from None
 
     def export(
         self, checkpoint_dir: Path, variant: str, out_dir: Path, progress: Progress = print
@@ -111,8 +119,7 @@ class ForeignExporter:
         except BenchmarkError:
             raise
         except Exception as err:  # noqa: BLE001 (any failure of a foreign exporter is one line)
-            message = str(err).strip().splitlines()
-            raise BenchmarkError(f"{self.name}: {message[0] if message else type(err).__name__}") from None
+            raise BenchmarkError(f"{self.name}: {_first_line(err)}") from None
         return normalize_measurement(result, self.name, variant)
 
 

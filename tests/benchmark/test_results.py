@@ -179,3 +179,6 @@ def test_foreign_exporter_is_normalised(tmp_path: Path) -> None:
     assert got.user_s is None and exporter.cache_key() == "theirs-1024"
     with pytest.raises(BenchmarkError, match=r"^theirs 1.0: their export failed$"):
         exporter.export(tmp_path, "bad", tmp_path)
+    inner.cache_key = lambda: (_ for _ in ()).throw(FileNotFoundError("lock not found\ndetails"))
+    with pytest.raises(BenchmarkError, match=r"^theirs 1.0: lock not found$"):
+        exporter.cache_key()
