@@ -1,10 +1,9 @@
 """`//tools:export --task image-text-to-text`, then `//tools:generate --image`, end to end.
 
 One export of a tiny random Gemma 3 checkpoint (tests/multimodal/tiny_vlm.py) per test file.
-The reference is independent of our runtime: the eager transformers model, fed the pixel
-values of transformers' own Gemma 3 image processor (PIL backend) for the same PNG and the
-prompt ids laid out as Gemma 3's processor does (BOS, text, "\\n\\n", BOI, image tokens, EOI,
-"\\n\\n", text).
+The reference is independent of our runtime: transformers' `Gemma3Processor` (its image
+processor in PIL mode, and the test's tokenizer) turns the same prompt text and PNG into
+input ids and pixel values, and the eager transformers model generates from them.
 """
 
 from __future__ import annotations
@@ -90,13 +89,37 @@ def png(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _hf_pixels(path: Path) -> torch.Tensor:
-    processor = transformers.Gemma3ImageProcessor.from_dict(
+def _hf_processor() -> transformers.Gemma3Processor:
+    image_processor = transformers.Gemma3ImageProcessor.from_dict(
         {"size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE}, "resample": 2}
         | {"image_mean": [0.5] * 3, "image_std": [0.5] * 3, "rescale_factor": 1 / 255}
     )
+    special = {
+        "boi_token": "<start_of_image>",
+        "eoi_token": "<end_of_image>",
+        "image_token": "<image_soft_token>",
+    }
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=_tokenizer(), bos_token="<001>", eos_token="<002>", extra_special_tokens=special
+    )
+    return transformers.Gemma3Processor(image_processor, tokenizer, image_seq_length=TOKENS_PER_IMAGE)
+
+
+def _hf_inputs(text: str, paths: list[Path]) -> tuple[list[int], torch.Tensor]:
+    """(input ids, pixel values) from Gemma 3's processor."""
+    images = []
+    for path in paths:
+        with Image.open(path) as image:
+            images.append(image.copy())
+    out = _hf_processor()(text=text, images=images, return_tensors="pt")
+    return out["input_ids"][0].tolist(), out["pixel_values"]
+
+
+def _hf_pixels(path: Path) -> torch.Tensor:
     with Image.open(path) as image:
-        out = processor(images=image, return_tensors="pt", do_convert_rgb=True, do_pan_and_scan=False)
+        out = _hf_processor().image_processor(
+            images=image, return_tensors="pt", do_convert_rgb=True, do_pan_and_scan=False
+        )
     return out["pixel_values"]
 
 
@@ -141,10 +164,21 @@ def test_text_prompt_with_placeholder_and_png_gives_eager_tokens(exported, png, 
         str(png),
     )
     assert code == 0, err
-    # Gemma 3's processor layout around the placeholder.
-    want_ids = [BOS, 7, NEWLINES, BOI_TOKEN, *[IMAGE_TOKEN] * TOKENS_PER_IMAGE, EOI_TOKEN, NEWLINES, 10, 11]
+    want_ids, pixels = _hf_inputs("<007> <start_of_image> <010> <011>", [png])
+    # The processor's layout around the placeholder.
+    assert want_ids == [
+        BOS,
+        7,
+        NEWLINES,
+        BOI_TOKEN,
+        *[IMAGE_TOKEN] * TOKENS_PER_IMAGE,
+        EOI_TOKEN,
+        NEWLINES,
+        10,
+        11,
+    ]
     assert result["prompt_ids"] == want_ids
-    assert result["tokens"] == _eager_tokens(ckpt, want_ids, _hf_pixels(png))
+    assert result["tokens"] == _eager_tokens(ckpt, want_ids, pixels)
     assert result["stats"]["generated_tokens"] == len(result["tokens"])
 
 
@@ -154,16 +188,8 @@ def test_prompt_without_placeholder_gets_the_image_first(exported, png, capsys) 
         capsys, "--pte", str(out / "vlm.pte"), "--prompt", "<010> <011>", "--image", str(png)
     )
     assert code == 0, err
-    assert result["prompt_ids"] == [
-        BOS,
-        NEWLINES,
-        BOI_TOKEN,
-        *[IMAGE_TOKEN] * TOKENS_PER_IMAGE,
-        EOI_TOKEN,
-        NEWLINES,
-        10,
-        11,
-    ]
+    # As the processor lays out Gemma 3's chat template for [image, text].
+    assert result["prompt_ids"] == _hf_inputs("<start_of_image><010> <011>", [png])[0]
 
 
 def test_prompt_ids_with_two_images(exported, png, tmp_path, capsys) -> None:
