@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -83,12 +84,16 @@ def _phase(name: str, timings: dict[str, float], progress: Progress) -> Iterator
     progress(f"[{name}] done in {timings[name]:.1f} s")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def _atomic_write(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
+    """Writes bytes, or lets a writer stream into the file (no whole-file copy in memory)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            if callable(data):
+                data(handle)
+            else:
+                handle.write(data)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; outputs are ordinary files
@@ -291,11 +296,13 @@ def export_model(options: ExportOptions, progress: Progress = print) -> ExportRe
         )
         progress(f"  ({steps})")
     with _phase("serialise", timings, progress):
-        data = lowered.buffer
-        _atomic_write(options.output, data)
+        # Streamed: `lowered.buffer` would first join the whole program (weights included)
+        # into one more copy in memory, the export's peak.
+        _atomic_write(options.output, lowered.program.write_to_file)
+        size_bytes = options.output.stat().st_size
     report = {
         "pte": options.output.name,
-        "size_bytes": len(data),
+        "size_bytes": size_bytes,
         "metadata": lowered.metadata,
         "delegation": json.loads(lowered.report.to_json()),
         # Paths by name only: the same export from another directory or machine gives the
@@ -306,4 +313,4 @@ def export_model(options: ExportOptions, progress: Progress = print) -> ExportRe
     }
     if options.report is not None:
         _atomic_write(options.report, (json.dumps(report, indent=2, sort_keys=True) + "\n").encode())
-    return ExportResult(options.output, len(data), lowered.metadata, lowered.report.to_table(), timings)
+    return ExportResult(options.output, size_bytes, lowered.metadata, lowered.report.to_table(), timings)
