@@ -183,6 +183,14 @@ def _load_model(options: ExportOptions) -> torch.nn.Module:
         raise ExportError(f"cannot read {options.model_dir / 'config.json'}: {err}") from None
     model_type = getattr(config, "model_type", "?")
     _check_architecture(model_type, options.task)
+    vision = getattr(config, "vision_config", None)
+    if options.task == IMAGE_TEXT_TO_TEXT and options.qlinear and getattr(vision, "vision_use_head", False):
+        # torchao's quantized weights cannot go through nn.MultiheadAttention (SigLIP's pooling
+        # head), whose output Gemma 3 never uses; real Gemma 3 configs turn it off.
+        raise ExportError(
+            "--qlinear cannot quantize the vision tower's pooling head (vision_config.vision_use_head "
+            "is true in config.json); Gemma 3 does not use it: set it to false"
+        )
     auto_class = (
         transformers.AutoModelForImageTextToText
         if options.task == IMAGE_TEXT_TO_TEXT

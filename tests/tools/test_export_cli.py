@@ -86,6 +86,18 @@ def test_multimodal_checkpoint_with_text_task_names_the_right_task(tmp_path, cap
         "2",
     )
     assert code == 2 and "--max_seq_len (2) must be >= the 4 tokens of one image" in err, err
+    code, _, err = _run(
+        capsys,
+        "--model",
+        str(ckpt),
+        "--output_dir",
+        str(tmp_path),
+        "--task",
+        "image-text-to-text",
+        "--qlinear",
+        "8da4w",
+    )
+    assert code == 2 and "vision_use_head" in err and err.count("\n") == 1, err
     assert _no_pte(tmp_path)
 
 
