@@ -107,10 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--plot_models",
-        default="gemma3_270m,smollm2_135m",
+        default="mistral_small,smollm2_135m",
         metavar="A,B",
         help="models for the decode-speed-vs-context plot, exported as the first variant; "
-        "'' = no plot (default: %(default)s: a sliding-window and a full-attention model)",
+        "'' = no plot (default: %(default)s: an all-sliding-window (256) and a full-attention model)",
     )
     p.add_argument(
         "--work_dir",
