@@ -5,10 +5,11 @@ load (safetensors only) -> quantize (torchao) -> wrap (our caches + SDPA) -> tor
 Outputs are written atomically: a failed or interrupted export leaves no file behind.
 
 Tasks: `text-generation` (a causal LM -> `CausalLMExportableModule`, method `forward`) and
-`image-text-to-text` (Gemma 3's `Gemma3ForConditionalGeneration` ->
-`ImageTextToTextExportableModule`, methods `token_embedding`, `vision_encoder`,
-`text_decoder` for ExecuTorch's MultimodalRunner, plus `boi_token_id`/`eoi_token_id`
-metadata so a runner can expand an image placeholder as Gemma 3's processor does).
+`image-text-to-text` (Gemma 3's `Gemma3ForConditionalGeneration`, `LlavaForConditionalGeneration`
+-> `ImageTextToTextExportableModule`, methods `token_embedding`, `vision_encoder`,
+`text_decoder` for ExecuTorch's MultimodalRunner, plus the image preprocessing (from the
+checkpoint's `preprocessor_config.json` when present) and Gemma 3's `boi_token_id`/`eoi_token_id`
+as metadata, so a runner can preprocess images and expand placeholders as the processor does).
 A checkpoint given the other task's name fails with a one-line error naming the right task.
 """
 
@@ -34,7 +35,7 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32}
 # model_type -> covered by the parity tests
 SUPPORTED_ARCHITECTURES = ("gemma", "gemma2", "gemma3_text", "llama", "mistral", "phi3", "qwen2", "qwen3")
 # model_type -> image-text-to-text, covered by tests/multimodal and tests/tools
-SUPPORTED_MULTIMODAL_ARCHITECTURES = ("gemma3",)
+SUPPORTED_MULTIMODAL_ARCHITECTURES = ("gemma3", "llava")
 MAX_SEQ_LEN_RANGE = (1, 32768)
 
 
@@ -230,8 +231,8 @@ def _check_architecture(model_type: str, task: str) -> None:
     )
 
 
-def _wrap(model: torch.nn.Module, options: ExportOptions) -> tuple[torch.nn.Module, dict]:
-    """(exportable module, extra runner metadata) for the task."""
+def _wrap(model: torch.nn.Module, options: ExportOptions) -> torch.nn.Module:
+    """The task's exportable module (it carries its runner metadata)."""
     from executorch_optimum.modules import CausalLMExportableModule, ImageTextToTextExportableModule
 
     if options.task != IMAGE_TEXT_TO_TEXT:
@@ -244,14 +245,7 @@ def _wrap(model: torch.nn.Module, options: ExportOptions) -> tuple[torch.nn.Modu
             last_logits_only=options.last_logits_only,
             native_kernels=options.native_kernels,
         )
-        return module, {}
-    config = model.config
-    image_tokens = int(getattr(config, "mm_tokens_per_image", 0) or 0)
-    if options.max_seq_len < image_tokens:
-        raise ExportError(
-            f"--max_seq_len ({options.max_seq_len}) must be >= the {image_tokens} tokens of one image: "
-            "ExecuTorch's MultimodalRunner feeds an image's embeddings in one text_decoder call"
-        )
+        return module
     try:
         module = ImageTextToTextExportableModule(
             model,
@@ -262,13 +256,27 @@ def _wrap(model: torch.nn.Module, options: ExportOptions) -> tuple[torch.nn.Modu
         )
     except (NotImplementedError, ValueError) as err:
         raise ExportError(str(err)) from None
-    # The image placeholder Gemma 3's processor expands into BOI, image tokens, EOI.
-    extra = {
-        name: int(value)
-        for name, value in (("boi_token_id", config.boi_token_id), ("eoi_token_id", config.eoi_token_id))
-        if value is not None
-    }
-    return module, extra
+    if options.max_seq_len < module.tokens_per_image:
+        raise ExportError(
+            f"--max_seq_len ({options.max_seq_len}) must be >= the {module.tokens_per_image} tokens of "
+            "one image: ExecuTorch's MultimodalRunner feeds an image's embeddings in one text_decoder call"
+        )
+    processor = _read_processor_config(options.model_dir)
+    if processor:
+        module.image_preprocessing = module.image_preprocessing.with_processor_config(processor)
+    return module
+
+
+def _read_processor_config(model_dir: Path) -> dict:
+    """The checkpoint's preprocessor_config.json (image mean/std, resample, size), if any."""
+    path = Path(model_dir) / "preprocessor_config.json"
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ExportError(f"{path}: unreadable image processor config ({err})") from None
+    return data if isinstance(data, dict) else {}
 
 
 def export_model(options: ExportOptions, progress: Progress = print) -> ExportResult:
@@ -296,9 +304,9 @@ def export_model(options: ExportOptions, progress: Progress = print) -> ExportRe
 
             apply_quantization_(model, quantize)
     with _phase("wrap", timings, progress):
-        module, extra_metadata = _wrap(model, options)
+        module = _wrap(model, options)
     with _phase("export+lower", timings, progress):
-        lowered = export_to_executorch_with_xnnpack(module, metadata=extra_metadata or None)
+        lowered = export_to_executorch_with_xnnpack(module)
         steps = ", ".join(
             f"{name.removesuffix('_s')} {seconds:.1f} s" for name, seconds in lowered.timings.items()
         )

@@ -22,9 +22,9 @@ from transformers import PreTrainedModel
 from executorch_optimum.caches import ETCustomHybridCache, ETCustomStaticCache, make_cache
 from executorch_optimum.modules.causal_lm import _default_context, _set_attention
 from executorch_optimum.modules.rotary import linear_rotate_half
+from executorch_optimum.modules.vision import ImagePreprocessing, vision_family
 from executorch_optimum.sdpa import make_attention, register_attention
-
-MetadataValue = int | bool | float | str | list[int]
+from executorch_optimum.utils.constant_methods import MetadataValue
 
 
 class _TokenEmbedding(torch.nn.Module):
@@ -40,19 +40,6 @@ class _TokenEmbedding(torch.nn.Module):
         # embeds them as id 0 before the image features replace them).
         safe = torch.where(input_ids < self.vocab_size, input_ids, torch.zeros_like(input_ids))
         return self.embedding(safe)
-
-
-class _VisionEncoder(torch.nn.Module):
-    """pixel values -> image-token embeddings in the language model's space."""
-
-    def __init__(self, vision_tower: torch.nn.Module, projector: torch.nn.Module) -> None:
-        super().__init__()
-        self.vision_tower = vision_tower
-        self.projector = projector
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        hidden = self.vision_tower(pixel_values=pixel_values, return_dict=True).last_hidden_state
-        return self.projector(hidden)
 
 
 class _TextDecoder(torch.nn.Module):
@@ -90,27 +77,25 @@ class _TextDecoder(torch.nn.Module):
         return self.lm_head(hidden[:, -1:, :])
 
 
-def _parts(
-    model: PreTrainedModel,
-) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module, torch.nn.Module]:
-    """(language model, lm_head, vision tower, projector) of a LLaVA-style model."""
+def _text_parts(model: PreTrainedModel) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(language model, lm_head) of a LLaVA-style model (Gemma 3, LLaVA)."""
     inner = getattr(model, "model", None)
-    names = ("language_model", "vision_tower", "multi_modal_projector")
-    if inner is None or not all(hasattr(inner, n) for n in names) or not hasattr(model, "lm_head"):
+    if inner is None or not hasattr(inner, "language_model") or not hasattr(model, "lm_head"):
         raise NotImplementedError(
             f"{type(model).__name__} is not supported: image-text-to-text export needs "
-            "model.model.{language_model, vision_tower, multi_modal_projector} and model.lm_head "
-            "(e.g. Gemma3ForConditionalGeneration)"
+            "model.model.language_model and model.lm_head (e.g. Gemma3ForConditionalGeneration, "
+            "LlavaForConditionalGeneration)"
         )
-    return inner.language_model, model.lm_head, inner.vision_tower, inner.multi_modal_projector
+    return inner.language_model, model.lm_head
 
 
 class ImageTextToTextExportableModule(torch.nn.Module):
-    """Wraps an image-text-to-text model (Gemma 3 first) as three exportable methods.
+    """Wraps an image-text-to-text model (Gemma 3, LLaVA) as three exportable methods.
 
     Args:
-        model: e.g. `Gemma3ForConditionalGeneration` in eval mode, fp32 or bf16 (it is
-            modified: its text attention becomes ours; keep a copy if the eager model is needed).
+        model: `Gemma3ForConditionalGeneration` or `LlavaForConditionalGeneration`, eval mode,
+            fp32 or bf16 (it is modified: its text attention becomes ours and vision layers past
+            the selected features are dropped; keep a copy if the eager model is needed).
         max_seq_len: most embeddings one `text_decoder` call accepts (prefill chunk size);
             must be at least the image token count so the stock runner can feed an image in
             one call.
@@ -118,6 +103,8 @@ class ImageTextToTextExportableModule(torch.nn.Module):
         use_custom_kv_cache: must be True (ExecuTorch custom caches update in place).
         use_custom_sdpa: ExecuTorch's fused SDPA op; False uses plain PyTorch attention.
         vision_attention: attention implementation of the vision tower ("sdpa" or "eager").
+        image_preprocessing: how a runtime must preprocess images (written as metadata);
+            default: the family's image processor defaults (`modules/vision.py`).
     """
 
     def __init__(
@@ -128,18 +115,20 @@ class ImageTextToTextExportableModule(torch.nn.Module):
         use_custom_kv_cache: bool = True,
         use_custom_sdpa: bool = True,
         vision_attention: str = "sdpa",
+        image_preprocessing: ImagePreprocessing | None = None,
     ) -> None:
         super().__init__()
         if not use_custom_kv_cache:
             raise NotImplementedError(
                 "only ExecuTorch custom KV caches are supported (use_custom_kv_cache=True)"
             )
-        language_model, lm_head, vision_tower, projector = _parts(model)
+        language_model, lm_head = _text_parts(model)
         max_context_len = max_context_len or _default_context(model)
         if not 1 <= max_seq_len <= max_context_len:
             raise ValueError(
                 f"max_seq_len must be in [1, max_context_len={max_context_len}], got {max_seq_len}"
             )
+        family = vision_family(model)
         self.model = model.eval()
         config = model.config
         self.text_config = config.get_text_config(decoder=True)
@@ -150,14 +139,15 @@ class ImageTextToTextExportableModule(torch.nn.Module):
         self.image_token_id = int(config.image_token_id)
         self.image_size = int(self.vision_config.image_size)
         self.num_channels = int(getattr(self.vision_config, "num_channels", 3))
-        self.tokens_per_image = int(getattr(config, "mm_tokens_per_image", 0) or 0)
+        self.tokens_per_image = family.tokens_per_image
+        self.image_preprocessing = image_preprocessing or family.preprocessing
         dtype = next(model.parameters()).dtype
         self.cache = make_cache(self.text_config, 1, max_context_len, max_seq_len, dtype)
         _set_attention(model, register_attention(make_attention(self.cache, use_custom_sdpa)))
         # The config setter cascades to every sub-config: the vision tower keeps plain attention.
         self.vision_config._attn_implementation = vision_attention
         self.token_embedding = _TokenEmbedding(model.get_input_embeddings(), int(self.text_config.vocab_size))
-        self.vision_encoder = _VisionEncoder(vision_tower, projector)
+        self.vision_encoder = family.encoder
         self.text_decoder = _TextDecoder(language_model, lm_head, self.cache, max_context_len)
 
     def example_pixel_values(self) -> torch.Tensor:
@@ -215,9 +205,14 @@ class ImageTextToTextExportableModule(torch.nn.Module):
             "image_token_id": self.image_token_id,
             "image_size": self.image_size,
             "tokens_per_image": self.tokens_per_image,
+            **self.image_preprocessing.metadata(),
         }
         if windows:
             overrides["sliding_window"] = min(windows)
+        # Gemma 3's image placeholder: its processor expands BOI into BOI, image tokens, EOI.
+        for name in ("boi_token_id", "eoi_token_id"):
+            if (value := getattr(self.model.config, name, None)) is not None:
+                overrides[name] = int(value)
         return save_config_to_constant_methods(
             self.model.config, getattr(self.model, "generation_config", None), **overrides
         )

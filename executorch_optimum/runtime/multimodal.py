@@ -7,18 +7,20 @@ The program holds `token_embedding(ids [1, S]) -> [1, S, D]`,
 We embed the prompt, put each image's T embeddings where the prompt holds T image tokens,
 prefill the decoder in chunks of `get_max_seq_len`, then decode greedily.
 
-Images are read and preprocessed as Hugging Face's Gemma 3 image processor does in its PIL
-mode (`Gemma3ImageProcessor` without torchvision, i.e. `Gemma3ImageProcessorPil`), with
-Pillow but without transformers or torchvision:
+Images are read and preprocessed as Hugging Face's image processors do in their PIL mode
+(`Gemma3ImageProcessorPil`, `CLIPImageProcessorPil` for LLaVA), with Pillow but without
+transformers or torchvision, following the program's metadata (`image_size`, `image_mean`,
+`image_std`, `image_resample`, `image_shortest_edge`; see modules/vision.py):
 
 - files: PNG, JPEG, GIF, WebP, BMP, TIFF... through Pillow; binary PPM/PGM and `.npy` uint8
   arrays through our own readers;
 - colour: like the processor's `convert_to_rgb`, greyscale is replicated to RGB, palette and
   other modes are converted by Pillow, and an alpha channel (RGBA, LA, a palette with
   transparency) is composited onto white. Arrays must have 1, 3 or 4 (RGBA) channels;
-- resize to the model's square `image_size` with Pillow's BILINEAR filter on the 8-bit
-  image (the processor's `resample=2`; Pillow widens the filter when shrinking), then
-  rescale by 1/255 in float64, cast to float32 and normalise with mean = std = 0.5.
+- resize of the 8-bit image with Pillow's filter `image_resample` (Gemma 3: BILINEAR
+  straight to the square `image_size`; LLaVA: BICUBIC of the short side to
+  `image_shortest_edge`, then a centre crop to `image_size`), then rescale by 1/255 in
+  float64, cast to float32 and normalise with the mean and std.
 
 Pillow itself does the resize, rather than `torch.nn.functional.interpolate`, because
 the two differ by up to a few 8-bit levels (Pillow computes in fixed point and rounds);
@@ -26,8 +28,8 @@ with Pillow the result matches the processor to float32 rounding
 (tests/multimodal/test_hf_processor.py).
 
 Prompts: Gemma 3's processor replaces each image placeholder `<start_of_image>` (BOI) in the
-text with `"\\n\\n" BOI <image_soft_token> * tokens_per_image EOI "\\n\\n"`;
-`expand_image_placeholders` does the same on token ids.
+text with `"\\n\\n" BOI <image_soft_token> * tokens_per_image EOI "\\n\\n"`, LLaVA's each
+`<image>` with `<image> * tokens_per_image`; `expand_image_placeholders` does the same on ids.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ TEXT_DECODER = "text_decoder"
 # SigLIP / Gemma 3 image processor defaults: rescale by 1/255, normalise with mean = std = 0.5.
 DEFAULT_MEAN = (0.5, 0.5, 0.5)
 DEFAULT_STD = (0.5, 0.5, 0.5)
+BILINEAR = 2  # PIL filter codes, as image processors store `resample`
 
 
 def _dense(tensor: torch.Tensor) -> torch.Tensor:
@@ -165,14 +168,29 @@ def to_rgb(image: torch.Tensor) -> torch.Tensor:
     )
 
 
-def _resize_bilinear(image: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 [H, W, 3] -> uint8 [size, size, 3] with Pillow's BILINEAR filter."""
+def _resize(image: torch.Tensor, height: int, width: int, resample: int) -> torch.Tensor:
+    """uint8 [H, W, 3] -> uint8 [height, width, 3] with a Pillow filter (2 BILINEAR, 3 BICUBIC)."""
     import numpy as np
     from PIL import Image
 
     pil = Image.fromarray(np.ascontiguousarray(image.numpy()))
-    resized = pil.resize((size, size), resample=Image.Resampling.BILINEAR)
+    resized = pil.resize((width, height), resample=Image.Resampling(resample))
     return torch.from_numpy(np.array(resized, dtype=np.uint8))
+
+
+def _shortest_edge_size(height: int, width: int, shortest_edge: int) -> tuple[int, int]:
+    # As HF's get_resize_output_image_size(default_to_square=False): the long side truncates.
+    if width <= height:
+        return int(shortest_edge * height / width), shortest_edge
+    return shortest_edge, int(shortest_edge * width / height)
+
+
+def _center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
+    height, width = image.shape[:2]
+    if min(height, width) < size:
+        raise ImageError(f"cannot centre-crop {size}x{size} from a {height}x{width} image")
+    top, left = (height - size) // 2, (width - size) // 2
+    return image[top : top + size, left : left + size]
 
 
 def preprocess_image(
@@ -181,11 +199,15 @@ def preprocess_image(
     mean: Sequence[float] = DEFAULT_MEAN,
     std: Sequence[float] = DEFAULT_STD,
     rescale_factor: float = 1 / 255,
+    resample: int = BILINEAR,
+    shortest_edge: int = 0,
 ) -> torch.Tensor:
-    """uint8 [H, W, 1 | 3 | 4] -> float32 [1, 3, size, size], as Gemma 3's image processor does.
+    """uint8 [H, W, 1 | 3 | 4] -> float32 [1, 3, size, size], as HF's PIL image processors do.
 
-    Channels through `to_rgb`, Pillow BILINEAR resize of the 8-bit image, rescale in float64
-    then float32, normalise in float32 (see the module docstring).
+    Channels through `to_rgb`; a Pillow resize of the 8-bit image (`resample`), straight to
+    size x size (Gemma 3) or, with `shortest_edge`, of the short side to it and then a centre
+    crop to size x size (CLIP / LLaVA); rescale in float64 then float32, normalise in float32
+    (see the module docstring).
     """
     if not isinstance(image, torch.Tensor):
         raise ImageError(f"expected an image tensor, got {type(image).__name__}")
@@ -196,8 +218,12 @@ def preprocess_image(
     if min(image.shape[:2]) == 0:
         raise ImageError("the image is empty")
     rgb = to_rgb(image)
-    if tuple(rgb.shape[:2]) != (size, size):
-        rgb = _resize_bilinear(rgb, size)
+    height, width = rgb.shape[:2]
+    target = _shortest_edge_size(height, width, shortest_edge) if shortest_edge else (size, size)
+    if (height, width) != target:
+        rgb = _resize(rgb, *target, resample)
+    if shortest_edge:
+        rgb = _center_crop(rgb, size)
     pixels = (rgb.permute(2, 0, 1).unsqueeze(0).to(torch.float64) * rescale_factor).to(torch.float32)
     mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
@@ -213,41 +239,41 @@ def expand_image_placeholders(
     eoi_token_id: int | None = None,
     bos_id: int | None = None,
 ) -> list[int]:
-    """Prompt ids with `tokens_per_image` image tokens per image, as Gemma 3's processor lays out.
+    """Prompt ids with `tokens_per_image` image tokens per image, as the model's processor lays out.
 
     - ids that already hold `num_images * tokens_per_image` image tokens are returned as is;
-    - else each BOI placeholder becomes BOI, image tokens, EOI (the processor does this on
-      text, adding "\\n\\n" around; pass text through the tokenizer for those);
-    - a prompt with neither gets one BOI, image tokens, EOI block per image at its start, after
-      BOS (where Gemma 3's chat template puts an image that comes before the text).
+    - else each placeholder becomes the image's block: BOI, image tokens, EOI for Gemma 3
+      (placeholder BOI; its processor also adds "\\n\\n" around, on text: pass text through
+      the tokenizer for those), the image tokens alone for LLaVA (placeholder: one image token);
+    - a prompt with neither gets one block per image at its start, after BOS (where the chat
+      templates put an image that comes before the text).
     Raises ValueError when the prompt's image tokens or placeholders do not match `num_images`.
     """
     tokens = list(tokens)
     present = tokens.count(image_token_id)
-    if present:
-        if present != num_images * tokens_per_image:
-            raise ValueError(
-                f"the prompt has {present} image tokens (id {image_token_id}) but {num_images} image(s) "
-                f"need {num_images * tokens_per_image} ({tokens_per_image} each)"
-            )
+    if present == num_images * tokens_per_image:
         return tokens
-    if num_images == 0:
-        return tokens
-    open_, close = (
-        [boi_token_id] if boi_token_id is not None else [],
-        [eoi_token_id] if eoi_token_id is not None else [],
-    )
-    block = [*open_, *[image_token_id] * tokens_per_image, *close]
-    placeholders = tokens.count(boi_token_id) if boi_token_id is not None else 0
+    placeholder = boi_token_id if boi_token_id is not None else image_token_id
+    if present and placeholder != image_token_id:
+        raise ValueError(
+            f"the prompt has {present} image tokens (id {image_token_id}) but {num_images} image(s) "
+            f"need {num_images * tokens_per_image} ({tokens_per_image} each)"
+        )
+    block = [
+        *([boi_token_id] if boi_token_id is not None else []),
+        *[image_token_id] * tokens_per_image,
+        *([eoi_token_id] if eoi_token_id is not None else []),
+    ]
+    placeholders = tokens.count(placeholder)
     if placeholders:
         if placeholders != num_images:
             raise ValueError(
-                f"the prompt has {placeholders} image placeholder(s) (id {boi_token_id}) but "
-                f"{num_images} image(s) were given"
+                f"the prompt has {placeholders} image placeholder(s) (id {placeholder}) but "
+                f"{num_images} image(s) were given ({tokens_per_image} image tokens each once expanded)"
             )
         out: list[int] = []
         for token in tokens:
-            out.extend(block if token == boi_token_id else [token])
+            out.extend(block if token == placeholder else [token])
         return out
     start = 1 if bos_id is not None and tokens[:1] == [bos_id] else 0
     return tokens[:start] + block * num_images + tokens[start:]
@@ -296,15 +322,25 @@ class MultimodalGenerator:
         self.tokens_per_image = self._constant("tokens_per_image")
         self.boi_token_id = self._constant("boi_token_id")
         self.eoi_token_id = self._constant("eoi_token_id")
+        # Programs without these (older exports, Gemma 3 only) get Gemma 3's preprocessing.
+        self.image_mean = self._constants("image_mean") or list(DEFAULT_MEAN)
+        self.image_std = self._constants("image_std") or list(DEFAULT_STD)
+        self.image_resample = self._constant("image_resample") or BILINEAR
+        self.image_shortest_edge = self._constant("image_shortest_edge") or 0
         self._embed = self._encoders.load_method(TOKEN_EMBEDDING)
         self._vision = self._encoders.load_method(VISION_ENCODER) if VISION_ENCODER in names else None
         self._decoder = self.program.load_method(TEXT_DECODER)
 
-    def _constant(self, name: str) -> int | None:
+    def _constants(self, name: str) -> list[float] | None:
+        """The values a metadata method returns (a list is returned flattened), or None."""
         if name not in self.program.method_names:
             return None
-        (value,) = self.program.load_method(name).execute([])
-        return int(value.item()) if isinstance(value, torch.Tensor) else int(value)
+        values = self.program.load_method(name).execute([])
+        return [float(v.item()) if isinstance(v, torch.Tensor) else float(v) for v in values]
+
+    def _constant(self, name: str) -> int | None:
+        values = self._constants(name)
+        return None if values is None else int(values[0])
 
     def reset(self) -> None:
         """Reloads the decoder: the KV caches return to their initial state."""
@@ -329,7 +365,14 @@ class MultimodalGenerator:
         if self.image_size is None:
             raise ValueError("the program has no image_size metadata: pass preprocessed pixel values")
         pixels = load_image(image) if isinstance(image, (str, Path)) else image
-        return preprocess_image(pixels, self.image_size)
+        return preprocess_image(
+            pixels,
+            self.image_size,
+            self.image_mean,
+            self.image_std,
+            resample=self.image_resample,
+            shortest_edge=self.image_shortest_edge,
+        )
 
     def prompt_embeddings(self, tokens: Sequence[int], images: Sequence[torch.Tensor] = ()) -> torch.Tensor:
         """Prompt embeddings [1, S, D], each image's embeddings over its run of image tokens."""

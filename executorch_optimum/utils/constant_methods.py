@@ -30,7 +30,7 @@ USE_SDPA_WITH_KV_CACHE = "use_sdpa_with_kv_cache"
 ENABLE_DYNAMIC_SHAPE = "enable_dynamic_shape"
 SLIDING_WINDOW = "sliding_window"
 
-MetadataValue = int | bool | float | str | list[int]
+MetadataValue = int | bool | float | str | list[int] | list[float]
 
 
 def _ids(value: Any) -> list[int]:

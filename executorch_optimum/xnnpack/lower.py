@@ -32,7 +32,7 @@ from executorch_optimum.xnnpack.report import DelegationReport, delegation_repor
 
 logger = logging.getLogger(__name__)
 
-MetadataValue = int | bool | float | str | list[int]
+MetadataValue = int | bool | float | str | list[int] | list[float]
 
 # Mutable buffers whose initial value the program must carry (default: left uninitialised).
 # Our caches keep their write positions in buffers with these names; KV tensors start at
@@ -120,13 +120,18 @@ def _resolve_programs(
 
 def _validate_metadata(metadata: Mapping[str, MetadataValue]) -> None:
     for name, value in metadata.items():
+        # A list is returned flattened (one output per element); one element type per list.
         ok = isinstance(value, int | float | str) or (
             isinstance(value, list | tuple)
-            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            and (
+                all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+                or all(isinstance(v, float) for v in value)
+            )
         )
         if not ok:
             raise ValueError(
-                f"metadata {name!r} must be an int, bool, float, str or list of ints, got {value!r}"
+                f"metadata {name!r} must be an int, bool, float, str, or a list of ints or of floats, "
+                f"got {value!r}"
             )
 
 

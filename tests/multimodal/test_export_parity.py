@@ -1,4 +1,4 @@
-"""The three exported methods (ep.module()), chained, match eager Gemma 3 with an image and text only."""
+"""The three exported methods (ep.module()), chained, match the eager model (Gemma 3, LLaVA)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,10 @@ import torch
 
 from executorch_optimum.modules import ImageTextToTextExportableModule
 from tests.multimodal.tiny_vlm import (
-    IMAGE_SIZE,
+    FAMILIES,
     IMAGE_TOKEN,
-    TOKENS_PER_IMAGE,
+    TinyVLM,
     eager_vlm_trace,
-    image_prompt,
-    pixel_values,
     program_vlm_trace,
     tiny_gemma3_vlm,
 )
@@ -24,12 +22,13 @@ STEPS = 32
 CHUNK = 8
 
 
-@pytest.fixture(scope="module")
-def exported() -> tuple[torch.nn.Module, ImageTextToTextExportableModule, dict]:
-    model = tiny_gemma3_vlm()
+@pytest.fixture(scope="module", params=FAMILIES, ids=lambda vlm: vlm.name)
+def exported(request) -> tuple[TinyVLM, torch.nn.Module, ImageTextToTextExportableModule, dict]:
+    vlm: TinyVLM = request.param
+    model = vlm.build()
     reference = copy.deepcopy(model)
     module = ImageTextToTextExportableModule(model, max_seq_len=CHUNK, max_context_len=64)
-    return reference, module, module.export()
+    return vlm, reference, module, module.export()
 
 
 def _trace(programs: dict, prompt: torch.Tensor, pixels: torch.Tensor | None, forced: list[int]):
@@ -40,39 +39,51 @@ def _trace(programs: dict, prompt: torch.Tensor, pixels: torch.Tensor | None, fo
 
 
 def test_method_names_and_shapes(exported) -> None:
-    _, module, programs = exported
+    vlm, _, module, programs = exported
     assert set(programs) == {"token_embedding", "vision_encoder", "text_decoder"}
     with torch.no_grad():
         embeddings = programs["token_embedding"].module()(torch.tensor([[1, 5, IMAGE_TOKEN]]))
-        image = programs["vision_encoder"].module()(pixel_values())
+        image = programs["vision_encoder"].module()(vlm.pixel_values())
         logits = programs["text_decoder"].module()(embeddings, torch.arange(3))
     assert embeddings.shape == (1, 3, 64)
-    assert image.shape == (1, TOKENS_PER_IMAGE, 64)
+    assert image.shape == (1, vlm.tokens_per_image, 64)
     assert logits.shape == (1, 1, 256)
     meta = module.metadata()
     assert meta["get_max_seq_len"] == CHUNK and meta["get_max_context_len"] == 64
-    assert meta["image_token_id"] == IMAGE_TOKEN and meta["image_size"] == IMAGE_SIZE
+    assert meta["image_token_id"] == IMAGE_TOKEN and meta["image_size"] == vlm.image_size
+    assert meta["tokens_per_image"] == vlm.tokens_per_image
     assert meta["use_kv_cache"] is True and meta["enable_dynamic_shape"] is True
     assert meta["get_eos_ids"] == [2]
 
 
 def test_image_prompt_matches_eager(exported) -> None:
-    reference, _, programs = exported
-    prompt, pixels = image_prompt(), pixel_values()
+    vlm, reference, _, programs = exported
+    prompt, pixels = vlm.image_prompt(), vlm.pixel_values()
     want = eager_vlm_trace(reference, prompt, pixels, STEPS)
     got = _trace(programs, prompt, pixels, want.tokens)
     assert_same_run(got, want)
     # The image matters: another image changes the eager prefill logits.
-    other = eager_vlm_trace(reference, prompt, pixel_values(seed=7), 0)
+    other = eager_vlm_trace(reference, prompt, vlm.pixel_values(seed=7), 0)
     assert float((other.logits[0] - want.logits[0]).abs().max()) > 1e-2
 
 
 def test_text_only_prompt_matches_eager(exported) -> None:
-    reference, _, programs = exported
+    _, reference, _, programs = exported
     prompt = torch.tensor([[1, 17, 99, 4, 230, 8, 41, 77, 12, 5, 3]])
     want = eager_vlm_trace(reference, prompt, None, STEPS)
     got = _trace(programs, prompt, None, want.tokens)
     assert_same_run(got, want)
+
+
+def test_llava_drops_the_vision_layers_past_its_features() -> None:
+    """Layer -2 of 3 is the 2nd: the 3rd's weights must not reach the program."""
+    from tests.multimodal.tiny_vlm import tiny_llava_vlm
+
+    model = tiny_llava_vlm()
+    module = ImageTextToTextExportableModule(model, max_seq_len=CHUNK, max_context_len=64)
+    assert len(model.model.vision_tower.encoder.layers) == 2
+    program = module.export()["vision_encoder"]
+    assert not [name for name in program.state_dict if "layers.2." in name]
 
 
 def test_rejects_unsupported_model_and_cache() -> None:

@@ -1,4 +1,6 @@
-"""The lowered .pte, chained by our runtime (executorch_optimum.runtime.multimodal), matches eager."""
+"""The lowered .pte, chained by our runtime (executorch_optimum.runtime.multimodal), matches eager.
+
+Each test runs for both families (Gemma 3, LLaVA): one lowering per family per file."""
 
 from __future__ import annotations
 
@@ -11,24 +13,17 @@ import torch
 from executorch_optimum.modules import ImageTextToTextExportableModule
 from executorch_optimum.runtime.multimodal import ImageError, MultimodalGenerator
 from executorch_optimum.xnnpack import export_to_executorch_with_xnnpack
-from tests.multimodal.tiny_vlm import (
-    IMAGE_SIZE,
-    IMAGE_TOKEN,
-    eager_vlm_trace,
-    image_prompt,
-    pixel_values,
-    program_vlm_trace,
-    tiny_gemma3_vlm,
-)
+from tests.multimodal.tiny_vlm import FAMILIES, IMAGE_TOKEN, TinyVLM, eager_vlm_trace, program_vlm_trace
 from tests.support.parity import assert_same_run
 
 STEPS = 32
 CHUNK = 8
 
 
-@pytest.fixture(scope="module")
-def lowered(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
-    model = tiny_gemma3_vlm()
+@pytest.fixture(scope="module", params=FAMILIES, ids=lambda vlm: vlm.name)
+def lowered(request, tmp_path_factory: pytest.TempPathFactory) -> tuple[TinyVLM, torch.nn.Module, Path]:
+    vlm: TinyVLM = request.param
+    model = vlm.build()
     reference = copy.deepcopy(model)
     module = ImageTextToTextExportableModule(model, max_seq_len=CHUNK, max_context_len=64)
     result = export_to_executorch_with_xnnpack(module)
@@ -37,7 +32,7 @@ def lowered(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, 
     assert not [op for op in portable if "linear" in op or "mm" in op], portable
     pte = tmp_path_factory.mktemp("pte") / "vlm.pte"
     pte.write_bytes(result.buffer)
-    return reference, pte
+    return vlm, reference, pte
 
 
 def _runtime_trace(generator: MultimodalGenerator, prompt, pixels, forced):
@@ -54,17 +49,19 @@ def _runtime_trace(generator: MultimodalGenerator, prompt, pixels, forced):
 
 
 def test_metadata_and_methods(lowered) -> None:
-    _, pte = lowered
+    vlm, _, pte = lowered
     generator = MultimodalGenerator(pte)
     assert {"token_embedding", "vision_encoder", "text_decoder"} <= set(generator.program.method_names)
-    assert generator.image_token_id == IMAGE_TOKEN and generator.image_size == IMAGE_SIZE
+    assert generator.image_token_id == IMAGE_TOKEN and generator.image_size == vlm.image_size
+    assert generator.tokens_per_image == vlm.tokens_per_image
+    assert (generator.boi_token_id, generator.eoi_token_id) == (vlm.boi, vlm.eoi)
     assert generator.metadata.max_seq_len == CHUNK and generator.metadata.max_context_len == 64
 
 
 def test_image_prompt_logits_and_tokens(lowered) -> None:
-    reference, pte = lowered
+    vlm, reference, pte = lowered
     generator = MultimodalGenerator(pte)
-    prompt, pixels = image_prompt(), pixel_values()
+    prompt, pixels = vlm.image_prompt(), vlm.pixel_values()
     want = eager_vlm_trace(reference, prompt, pixels, STEPS)
     assert_same_run(_runtime_trace(generator, prompt, pixels, want.tokens), want)
     # generate(): same greedy tokens, from a fresh cache, twice in a row.
@@ -75,7 +72,7 @@ def test_image_prompt_logits_and_tokens(lowered) -> None:
 
 
 def test_text_only_prompt(lowered) -> None:
-    reference, pte = lowered
+    _, reference, pte = lowered
     generator = MultimodalGenerator(pte)
     prompt = torch.tensor([[1, 17, 99, 4, 230, 8, 41, 77, 12, 5, 3]])
     want = eager_vlm_trace(reference, prompt, None, STEPS)
@@ -85,13 +82,13 @@ def test_text_only_prompt(lowered) -> None:
 
 
 def test_image_token_count_must_match(lowered) -> None:
-    _, pte = lowered
+    vlm, _, pte = lowered
     generator = MultimodalGenerator(pte)
-    prompt = image_prompt()[0].tolist()
+    prompt = vlm.image_prompt()[0].tolist()
     with pytest.raises(ValueError, match="image tokens"):
         generator.generate(prompt, [], max_new_tokens=1)
     with pytest.raises(ValueError, match="image tokens"):
-        generator.generate(prompt, [pixel_values(), pixel_values()], max_new_tokens=1)
+        generator.generate(prompt, [vlm.pixel_values(), vlm.pixel_values()], max_new_tokens=1)
 
 
 def _stock_runner_tokens(pte: Path, tmp_path: Path, inputs: list, max_new_tokens: int) -> list[int]:
@@ -114,9 +111,9 @@ def _stock_runner_tokens(pte: Path, tmp_path: Path, inputs: list, max_new_tokens
 def test_stock_multimodal_runner_gives_our_tokens(lowered, tmp_path: Path) -> None:
     from executorch.extension.llm.runner import make_image_input, make_token_input
 
-    _, pte = lowered
+    vlm, _, pte = lowered
     generator = MultimodalGenerator(pte)
-    ids, pixels = image_prompt()[0].tolist(), pixel_values()
+    ids, pixels = vlm.image_prompt()[0].tolist(), vlm.pixel_values()
     ours = generator.generate(ids, [pixels], max_new_tokens=16, stop_on_eos=False).tokens
     assert 2 not in ours  # no EOS inside the window: both runners produce all 16 tokens
     # The stock runner feeds each input in one decoder call: text, the image's embeddings, text.
@@ -132,16 +129,16 @@ def test_stock_multimodal_runner_gives_our_tokens(lowered, tmp_path: Path) -> No
 
 
 def test_image_file_through_preprocessing(lowered, tmp_path: Path) -> None:
-    reference, pte = lowered
+    vlm, reference, pte = lowered
     generator = MultimodalGenerator(pte)
     g = torch.Generator().manual_seed(5)
     image = torch.randint(0, 256, (48, 40, 3), generator=g, dtype=torch.uint8)
     path = tmp_path / "cat.ppm"
     path.write_bytes(b"P6\n40 48\n255\n" + image.numpy().tobytes())
     pixels = generator.image_pixels(path)
-    assert pixels.shape == (1, 3, IMAGE_SIZE, IMAGE_SIZE)
+    assert pixels.shape == (1, 3, vlm.image_size, vlm.image_size)
     torch.testing.assert_close(pixels, generator.image_pixels(image))
-    prompt = image_prompt()
+    prompt = vlm.image_prompt()
     want = eager_vlm_trace(reference, prompt, pixels, 8)
     assert (
         generator.generate(prompt[0].tolist(), [pixels], max_new_tokens=8, stop_on_eos=False).tokens

@@ -1,8 +1,9 @@
-"""A tiny random Gemma 3 image-text-to-text model and prompts for multimodal parity tests."""
+"""Tiny random image-text-to-text models (Gemma 3, LLaVA) and prompts for multimodal parity tests."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import transformers
@@ -61,18 +62,93 @@ def tiny_gemma3_vlm(seed: int = 0) -> transformers.Gemma3ForConditionalGeneratio
     return model.eval()
 
 
+# 28x28 image, 14x14 patches -> 4 patches + CLS; "default" strategy drops CLS -> 4 tokens.
+LLAVA_IMAGE_SIZE = 28
+LLAVA_TOKENS_PER_IMAGE = 4
+
+
+def tiny_llava_vlm(seed: int = 0) -> transformers.LlavaForConditionalGeneration:
+    """LLaVA with a 3-layer CLIP tower (features of layer -2, CLS dropped) and a 2-layer Llama."""
+    vision = transformers.CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        image_size=LLAVA_IMAGE_SIZE,
+        patch_size=14,
+        projection_dim=32,
+    )
+    text = transformers.LlamaConfig(
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    config = transformers.LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=IMAGE_TOKEN,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+    )
+    config._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    model = transformers.LlavaForConditionalGeneration(config)
+    # Random init keeps the projector tiny: give the image a visible effect on the logits.
+    with torch.no_grad():
+        for linear in (
+            model.model.multi_modal_projector.linear_1,
+            model.model.multi_modal_projector.linear_2,
+        ):
+            linear.weight.copy_(torch.randn_like(linear.weight) * 0.3)
+    return model.eval()
+
+
+@dataclass(frozen=True)
+class TinyVLM:
+    """One family's tiny model and how its prompts hold an image."""
+
+    name: str
+    build: Callable[[], transformers.PreTrainedModel]
+    image_size: int
+    tokens_per_image: int
+    boi: int | None  # Gemma 3 wraps the image tokens in BOI ... EOI; LLaVA does not
+    eoi: int | None
+
+    def image_block(self) -> list[int]:
+        wrap = ([self.boi], [self.eoi]) if self.boi is not None and self.eoi is not None else ([], [])
+        return [*wrap[0], *[IMAGE_TOKEN] * self.tokens_per_image, *wrap[1]]
+
+    def image_prompt(self, text_before: int = 5, text_after: int = 6) -> torch.Tensor:
+        """[1, S] ids: BOS, text, the image's block, text."""
+        g = torch.Generator().manual_seed(1)
+        before = torch.randint(3, 240, (text_before,), generator=g).tolist()
+        after = torch.randint(3, 240, (text_after,), generator=g).tolist()
+        return torch.tensor([[1, *before, *self.image_block(), *after]])
+
+    def pixel_values(self, seed: int = 2) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        return torch.rand((1, 3, self.image_size, self.image_size), generator=g) * 2 - 1
+
+
+GEMMA3 = TinyVLM("gemma3", tiny_gemma3_vlm, IMAGE_SIZE, TOKENS_PER_IMAGE, BOI_TOKEN, EOI_TOKEN)
+LLAVA = TinyVLM("llava", tiny_llava_vlm, LLAVA_IMAGE_SIZE, LLAVA_TOKENS_PER_IMAGE, None, None)
+FAMILIES = [GEMMA3, LLAVA]
+
+
 def image_prompt(text_before: int = 5, text_after: int = 6) -> torch.Tensor:
-    """[1, S] ids: BOS, text, BOI, image placeholders, EOI, text."""
-    g = torch.Generator().manual_seed(1)
-    before = torch.randint(3, 240, (text_before,), generator=g).tolist()
-    after = torch.randint(3, 240, (text_after,), generator=g).tolist()
-    ids = [1, *before, BOI_TOKEN, *[IMAGE_TOKEN] * TOKENS_PER_IMAGE, EOI_TOKEN, *after]
-    return torch.tensor([ids])
+    """Gemma 3's [1, S] ids: BOS, text, BOI, image placeholders, EOI, text."""
+    return GEMMA3.image_prompt(text_before, text_after)
 
 
 def pixel_values(seed: int = 2) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand((1, 3, IMAGE_SIZE, IMAGE_SIZE), generator=g) * 2 - 1
+    return GEMMA3.pixel_values(seed)
 
 
 # (ids [1, S]) -> embeddings [1, S, D]; (pixels) -> [1, T, D]; (embeddings, positions) -> logits

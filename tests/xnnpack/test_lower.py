@@ -112,7 +112,8 @@ def test_single_exported_program_is_the_forward_method():
     "metadata, message",
     [
         ({"forward": 3}, "clash with method names: forward"),
-        ({"get_eos_ids": [1, "x"]}, "must be an int, bool, float, str or list of ints"),
+        ({"get_eos_ids": [1, "x"]}, "must be an int, bool, float, str, or a list of ints or of floats"),
+        ({"image_mean": [0.5, 1]}, "a list of ints or of floats"),
         ({"get_max_seq_len": None}, "must be an int"),
     ],
 )
