@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--task",
         default="text-generation",
         help="what to export: text-generation (a causal LM) or image-text-to-text "
-        "(Gemma3ForConditionalGeneration: token_embedding, vision_encoder, text_decoder) "
+        "(Gemma3ForConditionalGeneration, LlavaForConditionalGeneration: methods token_embedding, "
+        "vision_encoder, text_decoder; image preprocessing from the checkpoint's "
+        "preprocessor_config.json when present) "
         "(default: %(default)s)",
     )
     p.add_argument("--recipe", default="xnnpack", help="lowering recipe (default: %(default)s)")

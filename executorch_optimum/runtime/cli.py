@@ -5,12 +5,12 @@ status 2, never a traceback.
 
 A `.pte` with the multimodal methods (`token_embedding`, `text_decoder`, `vision_encoder`;
 `--task image-text-to-text`) runs on `MultimodalGenerator` (greedy), with or without
-`--image FILE` (repeatable). Image tokens go where Gemma 3's processor puts them: each image
-placeholder of the prompt (`<start_of_image>` in text, its id in `--prompt_ids`) becomes
+`--image FILE` (repeatable). Image tokens go where the model's processor puts them: each image
+placeholder of the prompt (in text, or its id in `--prompt_ids`) becomes, for Gemma 3,
 `"\\n\\n" <start_of_image> <image_soft_token> * tokens_per_image <end_of_image> "\\n\\n"` (the
-"\\n\\n" only with a tokenizer); a prompt without placeholders gets one per image at its start,
-as Gemma 3's chat template places an image before the text. `--image` on a text-only `.pte`
-is an error.
+"\\n\\n" only with a tokenizer) and, for LLaVA, `<image> * tokens_per_image`; a prompt without
+placeholders gets one per image at its start, as the chat templates place an image before
+the text. `--image` on a text-only `.pte` is an error.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="FILE",
         help="an image (PNG, JPEG, ..., PPM, .npy) for an image-text-to-text .pte; repeat for several. "
-        "The prompt's <start_of_image> placeholders take them in order (none: images go first)",
+        "The prompt's image placeholders (Gemma 3: <start_of_image>, LLaVA: <image>) take them in "
+        "order (none: images go first)",
     )
     return parser
 

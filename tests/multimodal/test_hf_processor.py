@@ -105,3 +105,53 @@ def test_torch_bilinear_would_not_match(processor, tmp_path: Path) -> None:
     resized = torch.nn.functional.interpolate(pixels, size=(SIZE, SIZE), mode="bilinear", antialias=True)
     torch_way = (resized.round().clamp(0, 255) / 255 - 0.5) / 0.5
     assert (torch_way - _reference(processor, path)).abs().max() > 10 * ATOL
+
+
+# LLaVA 1.5's preprocessor_config.json (CLIPImageProcessor), at small sizes (the real one: 336/336).
+def _clip_config(shortest_edge: int, crop: int) -> dict:
+    return {
+        "image_processor_type": "CLIPImageProcessor",
+        "crop_size": {"height": crop, "width": crop},
+        "do_center_crop": True,
+        "do_convert_rgb": True,
+        "do_normalize": True,
+        "do_rescale": True,
+        "do_resize": True,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "resample": 3,
+        "rescale_factor": 0.00392156862745098,
+        "size": {"shortest_edge": shortest_edge},
+    }
+
+
+@pytest.mark.parametrize("edge, crop", [(48, 48), (56, 48)])
+@pytest.mark.parametrize("shape", SHAPES, ids=[f"{h}x{w}" for h, w in SHAPES])
+def test_llava_clip_preprocessing_matches_processor(
+    tmp_path: Path, shape: tuple[int, int], edge: int, crop: int
+) -> None:
+    """What a LLaVA export writes as metadata (from its preprocessor_config.json), applied by
+    the runtime: BICUBIC short side to `edge`, centre crop `crop`, CLIP mean/std."""
+    import transformers
+
+    from executorch_optimum.modules.vision import BILINEAR, ImagePreprocessing
+
+    config = _clip_config(edge, crop)
+    hf = transformers.CLIPImageProcessor.from_dict(dict(config))
+    assert hf.backend == "pil"
+    # The family default for LLaVA has a shortest edge; the processor config sets its value.
+    meta = ImagePreprocessing(resample=BILINEAR, shortest_edge=crop).with_processor_config(config)
+    path = tmp_path / "image.png"
+    Image.fromarray(_random((*shape, 3), seed=shape[0] + 7 * shape[1])).save(path)
+    ours = preprocess_image(
+        load_image(path),
+        crop,
+        meta.mean,
+        meta.std,
+        resample=meta.resample,
+        shortest_edge=meta.shortest_edge,
+    )
+    with Image.open(path) as image:
+        want = torch.from_numpy(np.asarray(hf(images=image, return_tensors="np")["pixel_values"]))
+    assert ours.shape == want.shape == (1, 3, crop, crop)
+    torch.testing.assert_close(ours, want, atol=ATOL, rtol=0)

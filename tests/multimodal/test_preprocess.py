@@ -154,3 +154,18 @@ def test_expand_image_placeholders() -> None:
         expand_image_placeholders([boi, boi], 1, **kwargs)
     with pytest.raises(ValueError, match="3 image tokens"):
         expand_image_placeholders([9, 9, 9], 1, **kwargs)
+
+
+def test_expand_llava_placeholders() -> None:
+    """LLaVA: no BOI/EOI; each single image token is the placeholder for one image."""
+    image, bos = 9, 1
+    kwargs = {"image_token_id": image, "tokens_per_image": 3}
+    assert expand_image_placeholders([bos, 5, image, 6], 1, **kwargs) == [bos, 5, 9, 9, 9, 6]
+    assert expand_image_placeholders([bos, image, 5, image], 2, **kwargs) == [bos, 9, 9, 9, 5, 9, 9, 9]
+    # Already expanded, or no placeholder (images go after BOS).
+    assert expand_image_placeholders([bos, 9, 9, 9, 6], 1, **kwargs) == [bos, 9, 9, 9, 6]
+    assert expand_image_placeholders([bos, 5], 1, bos_id=bos, **kwargs) == [bos, 9, 9, 9, 5]
+    with pytest.raises(ValueError, match="2 image placeholder"):
+        expand_image_placeholders([bos, image, image], 1, **kwargs)
+    with pytest.raises(ValueError, match="1 image placeholder"):
+        expand_image_placeholders([bos, image], 0, **kwargs)

@@ -9,17 +9,13 @@ input ids and pixel values, and the eager transformers model generates from them
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import transformers
 from PIL import Image
-from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, processors
 
-from executorch_optimum.runtime.cli import main as generate
 from tests.multimodal.tiny_vlm import (
     BOI_TOKEN,
     EOI_TOKEN,
@@ -29,28 +25,16 @@ from tests.multimodal.tiny_vlm import (
     eager_vlm_trace,
     tiny_gemma3_vlm,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
-import export as export_cli  # noqa: E402
+from tests.tools.vlm_cli import BOS, EOS, export_vlm, open_images, random_png, run_generate, word_tokenizer
 
 NEWLINES = 253  # "\n\n" in the tiny tokenizer
-BOS, EOS = 1, 2
 STEPS = 12
+SPECIAL = {IMAGE_TOKEN: "<image_soft_token>", BOI_TOKEN: "<start_of_image>", EOI_TOKEN: "<end_of_image>"}
 
 
-def _tokenizer() -> Tokenizer:
+def _tokenizer():
     """Word-level: "<007>" is id 7; Gemma 3's image tokens and "\\n\\n" at the tiny model's ids."""
-    special = {IMAGE_TOKEN: "<image_soft_token>", BOI_TOKEN: "<start_of_image>", EOI_TOKEN: "<end_of_image>"}
-    vocab = {f"<{i:03d}>": i for i in range(256) if i not in special and i != NEWLINES}
-    vocab |= {text: token_id for token_id, text in special.items()} | {"\n\n": NEWLINES}
-    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<000>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer.add_special_tokens([AddedToken(t, normalized=False) for t in special.values()])
-    tokenizer.add_tokens([AddedToken("\n\n", normalized=False)])
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="<001> $A", special_tokens=[("<001>", BOS)]
-    )
-    return tokenizer
+    return word_tokenizer(SPECIAL, {NEWLINES: "\n\n"})
 
 
 @pytest.fixture(scope="module")
@@ -61,32 +45,13 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     tiny_gemma3_vlm().save_pretrained(ckpt, safe_serialization=True)
     _tokenizer().save(str(ckpt / "tokenizer.json"))
     out = root / "out"
-    code = export_cli.main(
-        [
-            "--model",
-            str(ckpt),
-            "--task",
-            "image-text-to-text",
-            "--max_seq_len",
-            "8",
-            "--max_context_len",
-            "64",
-            "--output",
-            str(out / "vlm.pte"),
-            "--report",
-            str(out / "vlm.json"),
-        ]
-    )
-    assert code == 0
+    export_vlm(ckpt, out)
     return ckpt, out
 
 
 @pytest.fixture(scope="module")
 def png(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("img") / "photo.png"
-    pixels = np.random.default_rng(4).integers(0, 256, (50, 37, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path)
-    return path
+    return random_png(tmp_path_factory.mktemp("img") / "photo.png", (50, 37), seed=4)
 
 
 def _hf_processor() -> transformers.Gemma3Processor:
@@ -107,11 +72,7 @@ def _hf_processor() -> transformers.Gemma3Processor:
 
 def _hf_inputs(text: str, paths: list[Path]) -> tuple[list[int], torch.Tensor]:
     """(input ids, pixel values) from Gemma 3's processor."""
-    images = []
-    for path in paths:
-        with Image.open(path) as image:
-            images.append(image.copy())
-    out = _hf_processor()(text=text, images=images, return_tensors="pt")
+    out = _hf_processor()(text=text, images=open_images(paths), return_tensors="pt")
     return out["input_ids"][0].tolist(), out["pixel_values"]
 
 
@@ -132,9 +93,7 @@ def _eager_tokens(ckpt: Path, ids: list[int], pixels: torch.Tensor | None) -> li
 
 
 def _generate(capsys, *argv: str) -> tuple[int, dict | None, str]:
-    code = generate([*argv, "--max_new_tokens", str(STEPS), "--json"])
-    captured = capsys.readouterr()
-    return code, json.loads(captured.out) if code == 0 else None, captured.err
+    return run_generate(capsys, STEPS, *argv)
 
 
 def test_export_writes_multimodal_program_and_report(exported) -> None:
@@ -194,8 +153,7 @@ def test_prompt_without_placeholder_gets_the_image_first(exported, png, capsys) 
 
 def test_prompt_ids_with_two_images(exported, png, tmp_path, capsys) -> None:
     ckpt, out = exported
-    second = tmp_path / "second.jpg"
-    Image.fromarray(np.random.default_rng(9).integers(0, 256, (20, 70, 3), dtype=np.uint8)).save(second)
+    second = random_png(tmp_path / "second.jpg", (20, 70), seed=9)
     code, result, err = _generate(
         capsys,
         "--pte",
