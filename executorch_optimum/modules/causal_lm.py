@@ -11,22 +11,9 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
-from executorch_optimum.caches import ETCustomHybridCache, ETCustomStaticCache, make_cache
+from executorch_optimum.caches import ETCustomHybridCache, ETCustomStaticCache
+from executorch_optimum.modules.decoder_cache import DecoderCache
 from executorch_optimum.modules.rotary import linear_rotate_half
-from executorch_optimum.sdpa import make_attention, register_attention
-
-
-def _set_attention(model: PreTrainedModel, name: str) -> None:
-    # Set on the configs directly: transformers' setter vets names against its own
-    # implementations (and refuses some architectures), while the modelling code only
-    # looks the name up in the AttentionInterface registry at call time.
-    for config in {id(c): c for c in (model.config, model.config.get_text_config(decoder=True))}.values():
-        config._attn_implementation = name
-
-
-def _default_context(model: PreTrainedModel) -> int:
-    text = model.config.get_text_config(decoder=True)
-    return int(min(getattr(text, "max_position_embeddings", 2048) or 2048, 2048))
 
 
 class CausalLMExportableModule(torch.nn.Module):
@@ -56,38 +43,19 @@ class CausalLMExportableModule(torch.nn.Module):
         native_kernels: bool = False,
     ) -> None:
         super().__init__()
-        if not use_custom_kv_cache:
-            raise NotImplementedError(
-                "only ExecuTorch custom KV caches are supported (use_custom_kv_cache=True): "
-                "they are what makes cache updates in place"
-            )
-        max_context_len = max_context_len or _default_context(model)
-        if not 1 <= max_seq_len <= max_context_len:
-            raise ValueError(
-                f"max_seq_len must be in [1, max_context_len={max_context_len}], got {max_seq_len}"
-            )
+        self.decoder_cache = DecoderCache(
+            model, max_seq_len, max_context_len, use_custom_kv_cache, use_custom_sdpa, native_kernels
+        )
         self.model = model.eval()
         self.max_seq_len = max_seq_len
-        self.max_context_len = max_context_len
+        self.max_context_len = self.decoder_cache.max_context_len
         self.last_logits_only = last_logits_only
         self.use_custom_sdpa = use_custom_sdpa
-        dtype = next(model.parameters()).dtype
-        self.cache: ETCustomStaticCache | ETCustomHybridCache = make_cache(
-            model.config, 1, max_context_len, max_seq_len, dtype, native_kernels=native_kernels
-        )
-        # Registered so the cache buffers become mutable state of the exported program.
-        self.cache_storage = torch.nn.ModuleList(self.cache.storage_modules())
         self.native_kernels = native_kernels
-        attention = make_attention(self.cache, use_custom_sdpa, native_kernels=native_kernels)
-        _set_attention(model, register_attention(attention))
+        self.cache: ETCustomStaticCache | ETCustomHybridCache = self.decoder_cache.cache
 
     def forward(self, input_ids: torch.Tensor, cache_position: torch.Tensor) -> torch.Tensor:
-        self.cache.set_cache_position(cache_position)
-        end = self.cache.positions.start() + input_ids.shape[1]
-        torch._check(
-            end <= self.max_context_len,
-            lambda: f"context full: positions up to {end} exceed max_context_len={self.max_context_len}",
-        )
+        self.decoder_cache.begin(cache_position, input_ids.shape[1])
         outputs = self.model(
             input_ids=input_ids,
             position_ids=cache_position.unsqueeze(0),
@@ -101,18 +69,7 @@ class CausalLMExportableModule(torch.nn.Module):
         """What ExecuTorch's text runner reads from the program (constant methods)."""
         from executorch_optimum.utils import save_config_to_constant_methods
 
-        windows = [
-            layer.sliding_window for layer in self.cache.layers if getattr(layer, "sliding_window", None)
-        ]
-        overrides: dict[str, int | bool] = {
-            "get_max_seq_len": self.max_seq_len,
-            "get_max_context_len": self.max_context_len,
-            "use_kv_cache": True,
-            "use_sdpa_with_kv_cache": self.use_custom_sdpa,
-            "enable_dynamic_shape": self.max_seq_len > 1,
-        }
-        if windows:
-            overrides["sliding_window"] = min(windows)
+        overrides = self.decoder_cache.runner_metadata()
         return save_config_to_constant_methods(
             self.model.config, getattr(self.model, "generation_config", None), **overrides
         )

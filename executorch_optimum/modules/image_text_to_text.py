@@ -19,11 +19,9 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
-from executorch_optimum.caches import ETCustomHybridCache, ETCustomStaticCache, make_cache
-from executorch_optimum.modules.causal_lm import _default_context, _set_attention
+from executorch_optimum.modules.decoder_cache import DecoderCache
 from executorch_optimum.modules.rotary import linear_rotate_half
 from executorch_optimum.modules.vision import ImagePreprocessing, vision_family
-from executorch_optimum.sdpa import make_attention, register_attention
 from executorch_optimum.utils.constant_methods import MetadataValue
 
 
@@ -46,31 +44,19 @@ class _TextDecoder(torch.nn.Module):
     """inputs_embeds + cache positions -> last-position logits, with our caches."""
 
     def __init__(
-        self,
-        language_model: torch.nn.Module,
-        lm_head: torch.nn.Module,
-        cache: ETCustomStaticCache | ETCustomHybridCache,
-        max_context_len: int,
+        self, language_model: torch.nn.Module, lm_head: torch.nn.Module, decoder_cache: DecoderCache
     ) -> None:
         super().__init__()
         self.language_model = language_model
         self.lm_head = lm_head
-        self.cache = cache
-        # Registered so the cache buffers become mutable state of the exported program.
-        self.cache_storage = torch.nn.ModuleList(cache.storage_modules())
-        self.max_context_len = max_context_len
+        self.decoder_cache = decoder_cache
 
     def forward(self, inputs_embeds: torch.Tensor, cache_position: torch.Tensor) -> torch.Tensor:
-        self.cache.set_cache_position(cache_position)
-        end = self.cache.positions.start() + inputs_embeds.shape[1]
-        torch._check(
-            end <= self.max_context_len,
-            lambda: f"context full: positions up to {end} exceed max_context_len={self.max_context_len}",
-        )
+        self.decoder_cache.begin(cache_position, inputs_embeds.shape[1])
         hidden = self.language_model(
             inputs_embeds=inputs_embeds,
             position_ids=cache_position.unsqueeze(0),
-            cache=self.cache,
+            cache=self.decoder_cache.cache,
             use_cache=True,
             return_dict=True,
         ).last_hidden_state
@@ -118,16 +104,11 @@ class ImageTextToTextExportableModule(torch.nn.Module):
         image_preprocessing: ImagePreprocessing | None = None,
     ) -> None:
         super().__init__()
-        if not use_custom_kv_cache:
-            raise NotImplementedError(
-                "only ExecuTorch custom KV caches are supported (use_custom_kv_cache=True)"
-            )
         language_model, lm_head = _text_parts(model)
-        max_context_len = max_context_len or _default_context(model)
-        if not 1 <= max_seq_len <= max_context_len:
-            raise ValueError(
-                f"max_seq_len must be in [1, max_context_len={max_context_len}], got {max_seq_len}"
-            )
+        decoder_cache = DecoderCache(
+            model, max_seq_len, max_context_len, use_custom_kv_cache, use_custom_sdpa
+        )
+        max_context_len = decoder_cache.max_context_len
         family = vision_family(model)
         self.model = model.eval()
         config = model.config
@@ -141,14 +122,12 @@ class ImageTextToTextExportableModule(torch.nn.Module):
         self.num_channels = int(getattr(self.vision_config, "num_channels", 3))
         self.tokens_per_image = family.tokens_per_image
         self.image_preprocessing = image_preprocessing or family.preprocessing
-        dtype = next(model.parameters()).dtype
-        self.cache = make_cache(self.text_config, 1, max_context_len, max_seq_len, dtype)
-        _set_attention(model, register_attention(make_attention(self.cache, use_custom_sdpa)))
+        self.cache = decoder_cache.cache
         # The config setter cascades to every sub-config: the vision tower keeps plain attention.
         self.vision_config._attn_implementation = vision_attention
         self.token_embedding = _TokenEmbedding(model.get_input_embeddings(), int(self.text_config.vocab_size))
         self.vision_encoder = family.encoder
-        self.text_decoder = _TextDecoder(language_model, lm_head, self.cache, max_context_len)
+        self.text_decoder = _TextDecoder(language_model, lm_head, decoder_cache)
 
     def example_pixel_values(self) -> torch.Tensor:
         dtype = next(self.model.parameters()).dtype
@@ -192,23 +171,14 @@ class ImageTextToTextExportableModule(torch.nn.Module):
         """What ExecuTorch's multimodal runner (and ours) read from the program."""
         from executorch_optimum.utils import save_config_to_constant_methods
 
-        windows = [
-            layer.sliding_window for layer in self.cache.layers if getattr(layer, "sliding_window", None)
-        ]
         overrides: dict[str, MetadataValue] = {
-            "get_max_seq_len": self.max_seq_len,
-            "get_max_context_len": self.max_context_len,
-            "use_kv_cache": True,
-            "use_sdpa_with_kv_cache": self.use_custom_sdpa,
-            "enable_dynamic_shape": self.max_seq_len > 1,
+            **self.text_decoder.decoder_cache.runner_metadata(),
             "get_vocab_size": int(self.text_config.vocab_size),
             "image_token_id": self.image_token_id,
             "image_size": self.image_size,
             "tokens_per_image": self.tokens_per_image,
             **self.image_preprocessing.metadata(),
         }
-        if windows:
-            overrides["sliding_window"] = min(windows)
         # Gemma 3's image placeholder: its processor expands BOI into BOI, image tokens, EOI.
         for name in ("boi_token_id", "eoi_token_id"):
             if (value := getattr(self.model.config, name, None)) is not None:
