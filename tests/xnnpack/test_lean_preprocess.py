@@ -1,0 +1,72 @@
+"""Skipping XNNPACK passes that cannot change a partition leaves the program byte-identical.
+
+Reference: the same lowering with XNNPACK's full pass list (`lean_preprocess=False`).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from executorch_optimum.modules import CausalLMExportableModule
+from executorch_optimum.xnnpack import export_to_executorch_with_xnnpack
+from executorch_optimum.xnnpack.lean_preprocess import PASS_ANCHORS, needed_passes
+from tests.support.tiny_models import tiny_model
+
+
+class ConvNet(torch.nn.Module):
+    """Holds the ops of the anchored passes: conv, batch norm, relu, hardtanh, cat, pad, upsample, softmax."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3)
+        self.norm = torch.nn.BatchNorm2d(8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.norm(self.conv(x)))
+        y = torch.nn.functional.hardtanh(torch.cat([y, y * 2], dim=1))
+        y = torch.nn.functional.pad(y, (1, 1, 1, 1))
+        y = torch.nn.functional.interpolate(y, scale_factor=2.0, mode="bilinear")
+        return torch.softmax(y, dim=-1)
+
+
+def _both(make_module, **kwargs) -> tuple[bytes, bytes]:
+    lean = export_to_executorch_with_xnnpack(make_module(), **kwargs).buffer
+    full = export_to_executorch_with_xnnpack(make_module(), lean_preprocess=False, **kwargs).buffer
+    return lean, full
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_decoder_programs_are_identical(arch: str) -> None:
+    model = tiny_model(arch)
+    lean, full = _both(
+        lambda: CausalLMExportableModule(copy.deepcopy(model), max_seq_len=8, max_context_len=32)
+    )
+    assert lean == full
+
+
+def test_network_with_every_anchor_op_is_identical() -> None:
+    torch.manual_seed(0)
+    net = ConvNet().eval()
+    example = (torch.randn(1, 3, 12, 12),)
+    lean, full = _both(lambda: torch.export.export(copy.deepcopy(net), example))
+    assert lean == full
+
+
+def test_passes_are_dropped_only_without_their_ops() -> None:
+    from executorch.backends.xnnpack._passes import XNNPACKPassManager
+    from executorch.exir import to_edge
+
+    def edge_graph(module: torch.nn.Module, example: tuple) -> torch.fx.Graph:
+        return to_edge(torch.export.export(module, example)).exported_program().graph
+
+    everything = XNNPACKPassManager(None).passes
+    graph = edge_graph(ConvNet().eval(), (torch.randn(1, 3, 12, 12),))
+    missing = {p.__name__ for p in everything} - {p.__name__ for p in needed_passes(everything, graph)}
+    # PReLU is the only anchored op the network lacks.
+    assert missing == {"PReLUReshapePass"}, missing
+    linear = edge_graph(torch.nn.Linear(4, 4), (torch.randn(2, 4),))
+    kept = {p.__name__ for p in needed_passes(everything, linear)}
+    assert kept == {p.__name__ for p in everything} - set(PASS_ANCHORS)
