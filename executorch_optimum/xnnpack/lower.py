@@ -23,7 +23,7 @@ from executorch.exir.passes import MemoryPlanningPass
 from executorch.exir.passes.init_mutable_pass import InitializedMutableBufferPass
 from torch.export import ExportedProgram
 
-from executorch_optimum.xnnpack.lean_preprocess import lean_xnnpack_preprocess
+from executorch_optimum.xnnpack.lean_lowering import lean_xnnpack_lowering
 from executorch_optimum.xnnpack.passes import default_transform_passes
 from executorch_optimum.xnnpack.quantize import (
     WEIGHT_ONLY_LINEAR_SCHEMES,
@@ -145,7 +145,7 @@ def export_to_executorch_with_xnnpack(
     transform_passes: Sequence[ExportPass] | None = None,
     initialized_buffers: Sequence[str] = DEFAULT_INITIALIZED_BUFFERS,
     skip_dim_order: bool = False,
-    lean_preprocess: bool = True,
+    lean_lowering: bool = True,
 ) -> XnnpackExport:
     """Lowers every method through XNNPACK into one ExecuTorch program.
 
@@ -155,8 +155,8 @@ def export_to_executorch_with_xnnpack(
     the module's eager model (the module itself if it is an nn.Module, else its `.model`) before
     export. Graph inputs are not memory planned (the caller owns them), delegate blobs are
     extracted into segments, and buffers whose names contain one of `initialized_buffers` keep
-    their initial value in the program. `lean_preprocess` skips XNNPACK passes that cannot
-    change a partition (same bytes, less time; see lean_preprocess.py).
+    their initial value in the program. `lean_lowering` skips re-traces that cannot change
+    the result (same bytes, less time; see lean_lowering.py).
     """
     if quantize is not None and quantize.qlinear in WEIGHT_ONLY_LINEAR_SCHEMES:
         raise WeightOnlyLinearError(_weight_only_message(f"qlinear {quantize.qlinear!r}"))
@@ -180,7 +180,7 @@ def export_to_executorch_with_xnnpack(
 
     start = time.perf_counter()
     passes = list(transform_passes) if transform_passes is not None else default_transform_passes()
-    with lean_xnnpack_preprocess() if lean_preprocess else contextlib.nullcontext():
+    with lean_xnnpack_lowering() if lean_lowering else contextlib.nullcontext():
         edge: EdgeProgramManager = to_edge_transform_and_lower(
             programs,
             transform_passes=passes,

@@ -1,6 +1,6 @@
-"""Skipping XNNPACK passes that cannot change a partition leaves the program byte-identical.
+"""Lean lowering (idle XNNPACK passes and the double decomposition skipped) gives the same bytes.
 
-Reference: the same lowering with XNNPACK's full pass list (`lean_preprocess=False`).
+Reference: the same lowering on ExecuTorch's stock path (`lean_lowering=False`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,11 @@ import torch
 
 from executorch_optimum.modules import CausalLMExportableModule
 from executorch_optimum.xnnpack import export_to_executorch_with_xnnpack
-from executorch_optimum.xnnpack.lean_preprocess import PASS_ANCHORS, needed_passes
+from executorch_optimum.xnnpack.lean_lowering import (
+    PASS_ANCHORS,
+    needed_passes,
+    single_decomposition_suffices,
+)
 from tests.support.tiny_models import tiny_model
 
 
@@ -34,7 +38,7 @@ class ConvNet(torch.nn.Module):
 
 def _both(make_module, **kwargs) -> tuple[bytes, bytes]:
     lean = export_to_executorch_with_xnnpack(make_module(), **kwargs).buffer
-    full = export_to_executorch_with_xnnpack(make_module(), lean_preprocess=False, **kwargs).buffer
+    full = export_to_executorch_with_xnnpack(make_module(), lean_lowering=False, **kwargs).buffer
     return lean, full
 
 
@@ -43,6 +47,17 @@ def test_decoder_programs_are_identical(arch: str) -> None:
     model = tiny_model(arch)
     lean, full = _both(
         lambda: CausalLMExportableModule(copy.deepcopy(model), max_seq_len=8, max_context_len=32)
+    )
+    assert lean == full
+
+
+def test_multimodal_program_is_identical() -> None:
+    from executorch_optimum.modules import ImageTextToTextExportableModule
+    from tests.multimodal.tiny_vlm import tiny_gemma3_vlm
+
+    model = tiny_gemma3_vlm()
+    lean, full = _both(
+        lambda: ImageTextToTextExportableModule(copy.deepcopy(model), max_seq_len=8, max_context_len=32)
     )
     assert lean == full
 
@@ -70,3 +85,23 @@ def test_passes_are_dropped_only_without_their_ops() -> None:
     linear = edge_graph(torch.nn.Linear(4, 4), (torch.randn(2, 4),))
     kept = {p.__name__ for p in needed_passes(everything, linear)}
     assert kept == {p.__name__ for p in everything} - set(PASS_ANCHORS)
+
+
+class _Partitioner:
+    """Stands in for XnnpackPartitioner: asks to keep linear, accepts nodes by a check."""
+
+    def __init__(self, check) -> None:
+        self.check = check
+
+    def ops_to_not_decompose(self, program):
+        return [torch.ops.aten.linear.default], self.check
+
+
+def test_double_decomposition_is_kept_when_a_node_is_refused() -> None:
+    program = torch.export.export(torch.nn.Linear(4, 4), (torch.randn(2, 4),)).run_decompositions({})
+    keep_all = list
+    assert single_decomposition_suffices(_Partitioner(lambda node: True), program, keep_all)
+    assert single_decomposition_suffices(_Partitioner(None), program, keep_all)
+    # One refused node, or an op that cannot be preserved at all: the stock path must run.
+    assert not single_decomposition_suffices(_Partitioner(lambda node: False), program, keep_all)
+    assert not single_decomposition_suffices(_Partitioner(lambda node: True), program, lambda ops: [])
