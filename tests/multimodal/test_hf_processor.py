@@ -107,24 +107,6 @@ def test_torch_bilinear_would_not_match(processor, tmp_path: Path) -> None:
     assert (torch_way - _reference(processor, path)).abs().max() > 10 * ATOL
 
 
-# LLaVA 1.5's preprocessor_config.json (CLIPImageProcessor), at small sizes (the real one: 336/336).
-def _clip_config(shortest_edge: int, crop: int) -> dict:
-    return {
-        "image_processor_type": "CLIPImageProcessor",
-        "crop_size": {"height": crop, "width": crop},
-        "do_center_crop": True,
-        "do_convert_rgb": True,
-        "do_normalize": True,
-        "do_rescale": True,
-        "do_resize": True,
-        "image_mean": [0.48145466, 0.4578275, 0.40821073],
-        "image_std": [0.26862954, 0.26130258, 0.27577711],
-        "resample": 3,
-        "rescale_factor": 0.00392156862745098,
-        "size": {"shortest_edge": shortest_edge},
-    }
-
-
 @pytest.mark.parametrize("edge, crop", [(48, 48), (56, 48)])
 @pytest.mark.parametrize("shape", SHAPES, ids=[f"{h}x{w}" for h, w in SHAPES])
 def test_llava_clip_preprocessing_matches_processor(
@@ -135,8 +117,9 @@ def test_llava_clip_preprocessing_matches_processor(
     import transformers
 
     from executorch_optimum.modules.vision import BILINEAR, ImagePreprocessing
+    from tests.multimodal.tiny_vlm import clip_processor_config
 
-    config = _clip_config(edge, crop)
+    config = clip_processor_config(edge, crop)
     hf = transformers.CLIPImageProcessor.from_dict(dict(config))
     assert hf.backend == "pil"
     # The family default for LLaVA has a shortest edge; the processor config sets its value.

@@ -110,6 +110,24 @@ def tiny_llava_vlm(seed: int = 0) -> transformers.LlavaForConditionalGeneration:
     return model.eval()
 
 
+def clip_processor_config(shortest_edge: int, crop: int) -> dict:
+    """LLaVA 1.5's preprocessor_config.json (CLIPImageProcessor) at other sizes (real: 336/336)."""
+    return {
+        "image_processor_type": "CLIPImageProcessor",
+        "crop_size": {"height": crop, "width": crop},
+        "do_center_crop": True,
+        "do_convert_rgb": True,
+        "do_normalize": True,
+        "do_rescale": True,
+        "do_resize": True,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "resample": 3,
+        "rescale_factor": 1 / 255,
+        "size": {"shortest_edge": shortest_edge},
+    }
+
+
 @dataclass(frozen=True)
 class TinyVLM:
     """One family's tiny model and how its prompts hold an image."""

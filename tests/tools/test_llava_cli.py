@@ -19,6 +19,7 @@ from tests.multimodal.tiny_vlm import (
     IMAGE_TOKEN,
     LLAVA_IMAGE_SIZE,
     LLAVA_TOKENS_PER_IMAGE,
+    clip_processor_config,
     eager_vlm_trace,
     tiny_llava_vlm,
 )
@@ -26,20 +27,7 @@ from tests.tools.vlm_cli import BOS, EOS, export_vlm, open_images, random_png, r
 
 STEPS = 12
 SHORTEST_EDGE = 32
-PROCESSOR = {
-    "image_processor_type": "CLIPImageProcessor",
-    "crop_size": {"height": LLAVA_IMAGE_SIZE, "width": LLAVA_IMAGE_SIZE},
-    "do_center_crop": True,
-    "do_convert_rgb": True,
-    "do_normalize": True,
-    "do_rescale": True,
-    "do_resize": True,
-    "image_mean": [0.48145466, 0.4578275, 0.40821073],
-    "image_std": [0.26862954, 0.26130258, 0.27577711],
-    "resample": 3,
-    "rescale_factor": 1 / 255,
-    "size": {"shortest_edge": SHORTEST_EDGE},
-}
+PROCESSOR = clip_processor_config(SHORTEST_EDGE, LLAVA_IMAGE_SIZE)
 
 
 @pytest.fixture(scope="module")
