@@ -105,10 +105,10 @@ class Benchmark:
         return measured
 
     def run(self) -> BenchmarkResults:
-        from executorch_optimum.benchmark.runtime_speed import set_runtime_threads
+        from executorch_optimum.runtime.threads import configure_threads
 
         cfg = self.config
-        threads = set_runtime_threads(cfg.threads)
+        threads = configure_threads(cfg.threads)
         if threads != cfg.threads:
             self.progress(f"warning: ExecuTorch threadpool has {threads} threads, asked for {cfg.threads}")
         bandwidth = self._bandwidth()

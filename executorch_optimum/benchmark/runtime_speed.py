@@ -30,14 +30,6 @@ from executorch_optimum.benchmark.errors import BenchmarkError
 from executorch_optimum.benchmark.stats import Stat
 
 
-def set_runtime_threads(threads: int) -> int:
-    """Sizes ExecuTorch's threadpool (XNNPACK and custom ops run on it); returns the new count."""
-    from executorch.extension.pybindings import portable_lib
-
-    portable_lib._unsafe_reset_threadpool(threads)
-    return int(portable_lib._threadpool_get_thread_count())
-
-
 def make_prompt(length: int, vocab_size: int, seed: int = 0) -> list[int]:
     """A fixed pseudo-random prompt of token ids (ids 0-2 are skipped: often special)."""
     low = 3 if vocab_size > 3 else 0

@@ -53,6 +53,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="ExecuTorch threadpool size (default: ExecuTorch's, one per core); torch keeps one "
+        "thread either way (see executorch_optimum/runtime/threads.py)",
+    )
+    parser.add_argument(
         "--image",
         action="append",
         type=Path,
@@ -110,6 +118,11 @@ def run(argv: Sequence[str] | None = None) -> dict:
         raise CliError(f"--max_new_tokens must be >= 1, got {args.max_new_tokens}")
     if args.temperature < 0 or not 0 < args.top_p <= 1:
         raise CliError("--temperature must be >= 0 and --top_p in (0, 1]")
+    if args.threads is not None and args.threads < 1:
+        raise CliError(f"--threads must be >= 1, got {args.threads}")
+    from executorch_optimum.runtime.threads import configure_threads
+
+    configure_threads(args.threads)
     tokenizer = _find_tokenizer(args)
     methods = _method_names(args.pte)
     if {TOKEN_EMBEDDING, TEXT_DECODER} <= methods:

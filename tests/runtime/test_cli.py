@@ -95,6 +95,19 @@ def test_prompt_text_uses_the_tokenizer_beside_the_pte(artifacts, capsys):
     assert "tok/s" in captured.err
 
 
+def test_threads_size_executorch_pool_and_torch_keeps_one(artifacts, capsys):
+    from executorch.extension.pybindings import portable_lib
+
+    root, _ = artifacts
+    torch.set_num_threads(2)  # MKL's spinning OpenMP workers would compete with ExecuTorch's pool
+    args = ["--pte", str(root / "model.pte"), "--prompt_ids", "5,9", "--max_new_tokens", "4", "--json"]
+    assert main([*args, "--threads", "2"]) == 0
+    assert portable_lib._threadpool_get_thread_count() == 2
+    assert torch.get_num_threads() == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["tokens"] == Generator(root / "model.pte").generate([5, 9], 4).tokens
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -113,6 +126,7 @@ def test_prompt_text_uses_the_tokenizer_beside_the_pte(artifacts, capsys):
             ["--pte", "{root}/model.pte", "--prompt_ids", ",".join(["1"] * 40)],
             "exceeds the context of 32 tokens",
         ),
+        (["--pte", "{root}/model.pte", "--prompt_ids", "1", "--threads", "0"], "--threads must be >= 1"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_status_2(artifacts, capsys, args, message):
