@@ -306,7 +306,8 @@ def export_model(options: ExportOptions, progress: Progress = print) -> ExportRe
     with _phase("wrap", timings, progress):
         module = _wrap(model, options)
     with _phase("export+lower", timings, progress):
-        lowered = export_to_executorch_with_xnnpack(module)
+        # Weight blobs wait beside the output (it needs that space anyway), not in memory.
+        lowered = export_to_executorch_with_xnnpack(module, spill_dir=options.output.parent)
         steps = ", ".join(
             f"{name.removesuffix('_s')} {seconds:.1f} s" for name, seconds in lowered.timings.items()
         )

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -31,6 +32,7 @@ from executorch_optimum.xnnpack.quantize import (
     apply_quantization_,
 )
 from executorch_optimum.xnnpack.report import DelegationReport, delegation_report
+from executorch_optimum.xnnpack.spill import spill_named_data
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +148,8 @@ def export_to_executorch_with_xnnpack(
     initialized_buffers: Sequence[str] = DEFAULT_INITIALIZED_BUFFERS,
     skip_dim_order: bool = False,
     lean_lowering: bool = True,
+    spill_weights: bool = True,
+    spill_dir: Path | None = None,
 ) -> XnnpackExport:
     """Lowers every method through XNNPACK into one ExecuTorch program.
 
@@ -156,7 +160,9 @@ def export_to_executorch_with_xnnpack(
     export. Graph inputs are not memory planned (the caller owns them), delegate blobs are
     extracted into segments, and buffers whose names contain one of `initialized_buffers` keep
     their initial value in the program. `lean_lowering` skips re-traces that cannot change
-    the result (same bytes, less time; see lean_lowering.py).
+    the result (same bytes, less time; see lean_lowering.py). `spill_weights` keeps the
+    delegate's weight blobs in files in `spill_dir` (default: the temp dir) until the program is
+    written, instead of a second in-memory copy of the weights (same bytes; see spill.py).
     """
     if quantize is not None and quantize.qlinear in WEIGHT_ONLY_LINEAR_SCHEMES:
         raise WeightOnlyLinearError(_weight_only_message(f"qlinear {quantize.qlinear!r}"))
@@ -180,7 +186,11 @@ def export_to_executorch_with_xnnpack(
 
     start = time.perf_counter()
     passes = list(transform_passes) if transform_passes is not None else default_transform_passes()
-    with lean_xnnpack_lowering() if lean_lowering else contextlib.nullcontext():
+    with contextlib.ExitStack() as stack:
+        if lean_lowering:
+            stack.enter_context(lean_xnnpack_lowering())
+        if spill_weights:
+            stack.enter_context(spill_named_data(spill_dir))
         edge: EdgeProgramManager = to_edge_transform_and_lower(
             programs,
             transform_passes=passes,
