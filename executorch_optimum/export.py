@@ -15,6 +15,7 @@ A checkpoint given the other task's name fails with a one-line error naming the 
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import tempfile
@@ -175,6 +176,19 @@ def _validate_quantization(options: ExportOptions) -> None:
             raise ExportError(str(err)) from None
 
 
+def _release_checkpoint_file(model: torch.nn.Module) -> None:
+    """Copies the tensors quantization left as they were (norms, biases) off the checkpoint.
+
+    Loaded weights are views into the memory-mapped safetensors file, and one live view keeps
+    the whole mapping, so the float weights that quantization replaced stayed resident (about
+    the model's float size) through lowering; with no view left, the mapping closes.
+    """
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if type(tensor) in (torch.Tensor, torch.nn.Parameter):  # quantized ones are subclasses
+            tensor.data = tensor.data.clone()
+    gc.collect()
+
+
 def _load_model(options: ExportOptions) -> torch.nn.Module:
     import transformers
 
@@ -303,6 +317,7 @@ def export_model(options: ExportOptions, progress: Progress = print) -> ExportRe
             from executorch_optimum.xnnpack import apply_quantization_
 
             apply_quantization_(model, quantize)
+            _release_checkpoint_file(model)
     with _phase("wrap", timings, progress):
         module = _wrap(model, options)
     with _phase("export+lower", timings, progress):
