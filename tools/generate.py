@@ -15,6 +15,9 @@ def main(argv: list[str] | None = None) -> int:
     workdir = os.environ.get("BUILD_WORKING_DIRECTORY")
     if workdir:
         os.chdir(workdir)
+    from executorch_optimum.runtime.threads import single_thread_openmp
+
+    single_thread_openmp()  # before torch loads
     from executorch_optimum import kernels
     from executorch_optimum.runtime import cli
 

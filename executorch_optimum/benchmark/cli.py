@@ -236,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from executorch_optimum.runtime.threads import single_thread_openmp
+
+    single_thread_openmp()  # before torch loads; the export children do not inherit it
     from executorch_optimum.benchmark.progress import Progress
     from executorch_optimum.benchmark.results import to_json, to_markdown, write_outputs
     from executorch_optimum.benchmark.runner import Benchmark

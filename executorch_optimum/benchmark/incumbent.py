@@ -42,6 +42,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from executorch_optimum.runtime.threads import without_our_openmp_setting
+
 Progress = Callable[[str], None]
 
 LOCK_FILE = Path(__file__).resolve().with_name("incumbent.lock")
@@ -130,7 +132,7 @@ def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """This environment minus whatever would put our packages in the incumbent's way."""
     env = {
         k: v
-        for k, v in os.environ.items()
+        for k, v in without_our_openmp_setting(dict(os.environ)).items()
         if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV", "PYTHONSAFEPATH")
     }
     env["PYTHONNOUSERSITE"] = "1"

@@ -1,22 +1,29 @@
-"""Load a .pte, prefill and decode in the ExecuTorch runtime, and measure tokens/s."""
+"""Load a .pte, prefill and decode in the ExecuTorch runtime, and measure tokens/s.
 
-from executorch_optimum.runtime.generator import (
-    GenerationResult,
-    GenerationStats,
-    Generator,
-    load_executorch_op_libraries,
-)
-from executorch_optimum.runtime.metadata import ProgramMetadata, read_metadata
-from executorch_optimum.runtime.sampling import sample_next_token
-from executorch_optimum.runtime.threads import configure_threads
+Names are imported on first use, so `runtime.threads.single_thread_openmp()` can run before
+anything imports torch.
+"""
 
-__all__ = [
-    "GenerationResult",
-    "GenerationStats",
-    "Generator",
-    "configure_threads",
-    "ProgramMetadata",
-    "load_executorch_op_libraries",
-    "read_metadata",
-    "sample_next_token",
-]
+from __future__ import annotations
+
+import importlib
+
+_HOMES = {
+    "GenerationResult": "generator",
+    "GenerationStats": "generator",
+    "Generator": "generator",
+    "load_executorch_op_libraries": "generator",
+    "ProgramMetadata": "metadata",
+    "read_metadata": "metadata",
+    "sample_next_token": "sampling",
+    "configure_threads": "threads",
+    "single_thread_openmp": "threads",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> object:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)

@@ -2,12 +2,37 @@
 
 ExecuTorch's threadpool runs XNNPACK and the custom ops; it is the only pool a program needs.
 In the Python runtime, ExecuTorch's `llama::custom_sdpa` kernel (the attention of every
-decoder layer) multiplies through MKL, whose OpenMP workers keep spinning after each call and
-take the cores XNNPACK's threads are waiting for: on 2 cores, decode ran 1.4x slower with
-torch's default intra-op pool than with one thread. The C++ runners do not link MKL.
+decoder layer) multiplies through torch's MKL, whose OpenMP workers keep spinning after each
+call and take the cores XNNPACK's threads are waiting for. Measured on 2 cores (SmolLM2-135M):
+torch's default pool made fp32 prefill 1.5x and 8da4w decode 1.4x slower. Two settings
+remove it: one torch thread for the calling thread (`configure_threads`), and
+`OMP_NUM_THREADS=1` before torch loads for the threadpool's own threads, which call the
+kernel in prefill (`single_thread_openmp`). The C++ runners do not link MKL.
 """
 
 from __future__ import annotations
+
+import os
+from collections.abc import MutableMapping
+
+OPENMP_THREADS = "OMP_NUM_THREADS"
+_set_here = False
+
+
+def single_thread_openmp() -> None:
+    """Sets OMP_NUM_THREADS=1 unless the user chose a value; call before torch is imported."""
+    global _set_here
+    if OPENMP_THREADS not in os.environ:
+        os.environ[OPENMP_THREADS] = "1"
+        _set_here = True
+
+
+def without_our_openmp_setting(env: MutableMapping[str, str]) -> MutableMapping[str, str]:
+    """`env` minus the OMP_NUM_THREADS that `single_thread_openmp` added: child processes
+    (exports) keep torch's default threads, as when they run on their own."""
+    if _set_here:
+        env.pop(OPENMP_THREADS, None)
+    return env
 
 
 def configure_threads(threads: int | None = None) -> int:
