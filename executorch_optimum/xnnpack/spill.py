@@ -44,6 +44,8 @@ def spill_named_data(directory: Path | None = None, min_bytes: int = DEFAULT_MIN
     """
     from executorch.exir._serialize._named_data_store import NamedDataStore
 
+    if directory is not None:
+        Path(directory).mkdir(parents=True, exist_ok=True)  # e.g. an output dir made on write
     original = NamedDataStore.add_named_data
 
     def add_named_data(self, key, data, alignment=1, external_tag=None, tensor_layout=None):  # noqa: ANN001, ANN202

@@ -68,8 +68,9 @@ def test_large_weights_spill_by_default_and_small_ones_stay(tmp_path):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(512, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 8))
     example = (torch.randn(2, 512),)
-    spilled = export_to_executorch_with_xnnpack(torch.export.export(model, example), spill_dir=tmp_path)
-    files = _spilled(tmp_path)
+    spill_dir = tmp_path / "not" / "yet"  # an output directory the export creates
+    spilled = export_to_executorch_with_xnnpack(torch.export.export(model, example), spill_dir=spill_dir)
+    files = _spilled(spill_dir)
     assert [f.stat().st_size for f in files] == [512 * 1024 * 4]  # the 2 MiB weight, not the rest
     in_memory = export_to_executorch_with_xnnpack(torch.export.export(model, example), spill_weights=False)
     assert spilled.buffer == in_memory.buffer
