@@ -33,7 +33,7 @@ class ProcessMeasurement:
 
 def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """This process's environment, with its import path, so `python -m` finds our packages."""
-    env = dict(without_our_openmp_setting(dict(os.environ)))
+    env = without_our_openmp_setting(dict(os.environ))
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_OFFLINE", "1")

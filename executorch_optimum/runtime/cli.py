@@ -118,11 +118,12 @@ def run(argv: Sequence[str] | None = None) -> dict:
         raise CliError(f"--max_new_tokens must be >= 1, got {args.max_new_tokens}")
     if args.temperature < 0 or not 0 < args.top_p <= 1:
         raise CliError("--temperature must be >= 0 and --top_p in (0, 1]")
-    if args.threads is not None and args.threads < 1:
-        raise CliError(f"--threads must be >= 1, got {args.threads}")
     from executorch_optimum.runtime.threads import configure_threads
 
-    configure_threads(args.threads)
+    try:
+        configure_threads(args.threads)
+    except ValueError as err:
+        raise CliError(f"--{err}") from None
     tokenizer = _find_tokenizer(args)
     methods = _method_names(args.pte)
     if {TOKEN_EMBEDDING, TEXT_DECODER} <= methods:

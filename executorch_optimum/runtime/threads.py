@@ -13,7 +13,6 @@ kernel in prefill (`single_thread_openmp`). The C++ runners do not link MKL.
 from __future__ import annotations
 
 import os
-from collections.abc import MutableMapping
 
 OPENMP_THREADS = "OMP_NUM_THREADS"
 _set_here = False
@@ -27,7 +26,7 @@ def single_thread_openmp() -> None:
         _set_here = True
 
 
-def without_our_openmp_setting(env: MutableMapping[str, str]) -> MutableMapping[str, str]:
+def without_our_openmp_setting(env: dict[str, str]) -> dict[str, str]:
     """`env` minus the OMP_NUM_THREADS that `single_thread_openmp` added: child processes
     (exports) keep torch's default threads, as when they run on their own."""
     if _set_here:
