@@ -1,24 +1,31 @@
 """XNNPACK lowering without the re-traces that cannot change the program.
 
 Most of a decoder's lowering time is spent re-tracing whole graphs with fake tensors and
-symbolic shapes. Two kinds of re-trace are skipped, each only when provably idle:
+symbolic shapes. Three kinds of re-trace are skipped, each only when provably idle:
 
 - Delegate preprocessing: `XnnpackBackend.preprocess` runs 17 passes over every partition,
-  each a re-trace. Nine of them only rewrite one kind of op (batch norm, convolution, PReLU,
-  bilinear upsampling, softmax attention, relu/hardtanh fusion, padding, concatenation); a
-  partition without that op keeps them out.
+  each a re-trace. Twelve of them only rewrite one kind of op (batch norm, convolution, PReLU,
+  bilinear upsampling, softmax attention, relu/hardtanh fusion, padding, concatenation,
+  max pooling indices, quantize/dequantize metadata, dtype copies); each is skipped when the
+  partition, as it stands when the pass's turn comes, holds none of its ops.
 - Decomposition: for a partitioner with a per-node support check, `to_edge_transform_and_lower`
   decomposes twice more (once keeping the ops XNNPACK asks for, then again after marking the
   nodes its check accepts). When every node of those ops is valid to keep and accepted, the
   result equals ExecuTorch's one-pass path for partitioners without a check, which is taken.
+- Functionalisation: that one-pass path still traces twice, first with an empty table (to
+  functionalise), then with the decomposition table. One trace with the table does both, so
+  a method with a single partitioner is decomposed once before ExecuTorch's empty-table call,
+  which then returns the program as it is (it is already functional), and the table call
+  finds nothing left to decompose and is skipped by ExecuTorch itself.
 
-`lean_xnnpack_lowering()` applies both while lowering; the programs stay byte-identical
+`lean_xnnpack_lowering()` applies all three while lowering; the programs stay byte-identical
 (tests/xnnpack/test_lean_lowering.py compares whole programs with the stock path).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -34,6 +41,17 @@ PASS_ANCHORS: dict[str, frozenset[str]] = {
     "FuseActivationPass": frozenset({"relu", "hardtanh"}),
     "InsertPadQDQPass": frozenset({"constant_pad_nd"}),
     "DecomposeConcatenate": frozenset({"cat"}),
+    "RemoveGetItemPass": frozenset({"max_pool2d_with_indices", "max"}),
+    "PropagateCustomMetaPass": frozenset(
+        {
+            f"{kind}_{granularity}"
+            for kind in ("quantize", "dequantize")
+            for granularity in ("per_tensor", "per_channel", "per_channel_group", "per_token", "affine")
+        }
+    ),
+    # Its input copies may come from ChannelsLastTaggedReshapePass, which runs just before:
+    # the anchors are checked on the graph as it is when the pass's turn comes.
+    "RemoveRedundantCopyPass": frozenset({"_to_copy"}),
 }
 
 
@@ -50,15 +68,15 @@ def op_names(graph: torch.fx.Graph) -> set[str]:
     return names
 
 
+def can_change(pass_: type, graph: torch.fx.Graph) -> bool:
+    """False only for an anchored pass whose anchor ops the graph does not hold."""
+    anchors = PASS_ANCHORS.get(pass_.__name__)
+    return anchors is None or bool(anchors & op_names(graph))
+
+
 def needed_passes(passes: list[type], graph: torch.fx.Graph) -> list[type]:
     """`passes` minus those whose anchor ops the graph does not hold (order kept)."""
-    present = op_names(graph)
-
-    def can_change(pass_: type) -> bool:
-        anchors = PASS_ANCHORS.get(pass_.__name__)
-        return anchors is None or bool(anchors & present)
-
-    return [p for p in passes if can_change(p)]
+    return [p for p in passes if can_change(p, graph)]
 
 
 def single_decomposition_suffices(
@@ -85,6 +103,17 @@ def single_decomposition_suffices(
     return True
 
 
+def decompose_once(
+    program: torch.export.ExportedProgram, partitioners: Sequence[object], default_table: dict
+) -> torch.export.ExportedProgram:
+    """`program` functionalised and decomposed in one trace, keeping the ops `partitioners` ask for."""
+    table = dict(default_table)
+    for partitioner in partitioners:
+        for op in partitioner.ops_to_not_decompose(program)[0]:
+            table.pop(op, None)
+    return program.run_decompositions(table)
+
+
 @contextmanager
 def lean_xnnpack_lowering() -> Iterator[None]:
     """While active, lowering skips the idle re-traces described in the module docstring."""
@@ -93,11 +122,13 @@ def lean_xnnpack_lowering() -> Iterator[None]:
     from executorch.exir.program import _program
 
     class LeanPassManager(XNNPACKPassManager):
-        def __init__(
-            self, exported_program: torch.export.ExportedProgram, passes: list | None = None
-        ) -> None:
-            super().__init__(exported_program, passes)
-            self.passes = needed_passes(list(self.passes), exported_program.graph)
+        def transform(self) -> torch.export.ExportedProgram:
+            program = self.exported_program
+            for pass_ in self.passes:
+                # Checked per pass: an earlier pass may have added the anchor ops.
+                if can_change(pass_, program.graph):
+                    program = XNNPACKPassManager(program, [pass_]).transform()
+            return program
 
     stock_manager = xnnpack_preprocess.XNNPACKPassManager
     stock_can_skip = _program._can_skip_using_EDGE_DO_NOT_DECOMP
@@ -107,10 +138,33 @@ def lean_xnnpack_lowering() -> Iterator[None]:
             partitioner, program, _program._remove_invalid_ops_for_not_decompose
         )
 
+    stock_pre_decomposition = _program._apply_pre_decomposition_transforms
+    stock_run_decompositions = torch.export.ExportedProgram.run_decompositions
+    decomposed: weakref.WeakSet = weakref.WeakSet()
+
+    def pre_decomposition(
+        program: torch.export.ExportedProgram, partitioners: list
+    ) -> torch.export.ExportedProgram:
+        program = stock_pre_decomposition(program, partitioners)
+        if len(partitioners) != 1:
+            return program  # no partitioner: default table; several: one table each, in turn
+        program = decompose_once(program, partitioners, _program._default_decomposition_table())
+        decomposed.add(program)
+        return program
+
+    def run_decompositions(self, decomp_table=None, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if decomp_table == {} and self in decomposed and not args and not kwargs:
+            return self  # already functional: the empty-table trace would change nothing
+        return stock_run_decompositions(self, decomp_table, *args, **kwargs)
+
     xnnpack_preprocess.XNNPACKPassManager = LeanPassManager
     _program._can_skip_using_EDGE_DO_NOT_DECOMP = can_skip
+    _program._apply_pre_decomposition_transforms = pre_decomposition
+    torch.export.ExportedProgram.run_decompositions = run_decompositions
     try:
         yield
     finally:
         xnnpack_preprocess.XNNPACKPassManager = stock_manager
         _program._can_skip_using_EDGE_DO_NOT_DECOMP = stock_can_skip
+        _program._apply_pre_decomposition_transforms = stock_pre_decomposition
+        torch.export.ExportedProgram.run_decompositions = stock_run_decompositions

@@ -21,11 +21,10 @@ from executorch.exir import (
 )
 from executorch.exir.pass_base import ExportPass
 from executorch.exir.passes import MemoryPlanningPass
-from executorch.exir.passes.init_mutable_pass import InitializedMutableBufferPass
 from torch.export import ExportedProgram
 
 from executorch_optimum.xnnpack.lean_lowering import lean_xnnpack_lowering
-from executorch_optimum.xnnpack.passes import default_transform_passes
+from executorch_optimum.xnnpack.passes import InitializedBufferPass, default_transform_passes
 from executorch_optimum.xnnpack.quantize import (
     WEIGHT_ONLY_LINEAR_SCHEMES,
     QuantizationConfig,
@@ -208,7 +207,7 @@ def export_to_executorch_with_xnnpack(
             extract_delegate_segments=True,
             do_quant_fusion_and_const_prop=True,
             memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
-            passes=[InitializedMutableBufferPass(list(initialized_buffers))] if initialized_buffers else [],
+            passes=[InitializedBufferPass(initialized_buffers)] if initialized_buffers else [],
         )
     )
     timings["to_executorch_s"] = time.perf_counter() - start

@@ -21,7 +21,8 @@ from tests.support.tiny_models import tiny_model
 
 
 class ConvNet(torch.nn.Module):
-    """Holds the ops of the anchored passes: conv, batch norm, relu, hardtanh, cat, pad, upsample, softmax."""
+    """Holds the ops of the anchored passes: conv, batch norm, relu, hardtanh, cat, pad, upsample,
+    softmax, max pooling; NHWC copies appear while lowering (channels-last pass)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -33,7 +34,7 @@ class ConvNet(torch.nn.Module):
         y = torch.nn.functional.hardtanh(torch.cat([y, y * 2], dim=1))
         y = torch.nn.functional.pad(y, (1, 1, 1, 1))
         y = torch.nn.functional.interpolate(y, scale_factor=2.0, mode="bilinear")
-        return torch.softmax(y, dim=-1)
+        return torch.softmax(torch.nn.functional.max_pool2d(y, 2), dim=-1)
 
 
 def _both(make_module, **kwargs) -> tuple[bytes, bytes]:
@@ -47,6 +48,18 @@ def test_decoder_programs_are_identical(arch: str) -> None:
     model = tiny_model(arch)
     lean, full = _both(
         lambda: CausalLMExportableModule(copy.deepcopy(model), max_seq_len=8, max_context_len=32)
+    )
+    assert lean == full
+
+
+def test_quantized_decoder_program_is_identical() -> None:
+    """Quantize/dequantize nodes: the passes anchored on them run."""
+    from executorch_optimum.xnnpack import QuantizationConfig
+
+    model = tiny_model("llama")
+    lean, full = _both(
+        lambda: CausalLMExportableModule(copy.deepcopy(model), max_seq_len=8, max_context_len=32),
+        quantize=QuantizationConfig(qlinear="8da4w", qembedding="8w"),
     )
     assert lean == full
 
@@ -80,11 +93,45 @@ def test_passes_are_dropped_only_without_their_ops() -> None:
     everything = XNNPACKPassManager(None).passes
     graph = edge_graph(ConvNet().eval(), (torch.randn(1, 3, 12, 12),))
     missing = {p.__name__ for p in everything} - {p.__name__ for p in needed_passes(everything, graph)}
-    # PReLU is the only anchored op the network lacks.
-    assert missing == {"PReLUReshapePass"}, missing
+    # It lacks PReLU and quantize/dequantize; copies only appear during preprocessing.
+    assert missing == {"PReLUReshapePass", "PropagateCustomMetaPass", "RemoveRedundantCopyPass"}, missing
     linear = edge_graph(torch.nn.Linear(4, 4), (torch.randn(2, 4),))
     kept = {p.__name__ for p in needed_passes(everything, linear)}
     assert kept == {p.__name__ for p in everything} - set(PASS_ANCHORS)
+
+
+def test_a_pass_sees_the_ops_an_earlier_pass_added(monkeypatch) -> None:
+    """The channels-last pass adds the copies RemoveRedundantCopyPass is anchored on."""
+    from executorch.backends.xnnpack._passes.remove_redundant_copy_pass import RemoveRedundantCopyPass
+
+    calls = []
+    stock_call = RemoveRedundantCopyPass.call
+    monkeypatch.setattr(
+        RemoveRedundantCopyPass, "call", lambda self, gm: calls.append(gm) or stock_call(self, gm)
+    )
+    torch.manual_seed(0)
+    export_to_executorch_with_xnnpack(torch.export.export(ConvNet().eval(), (torch.randn(1, 3, 12, 12),)))
+    assert calls
+
+
+def test_decomposition_traces_once(monkeypatch) -> None:
+    """The stock path traces three times (empty table, keep table, full table); lean once."""
+    from torch.export import ExportedProgram
+
+    tables = []
+    stock = ExportedProgram.run_decompositions
+    monkeypatch.setattr(
+        ExportedProgram,
+        "run_decompositions",
+        lambda self, table=None, *a, **k: tables.append(table) or stock(self, table, *a, **k),
+    )
+    module = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Hardswish())
+    make = lambda: torch.export.export(module, (torch.randn(2, 4),))  # noqa: E731
+    export_to_executorch_with_xnnpack(make(), lean_lowering=False)
+    stock_traces = len(tables)
+    tables.clear()
+    export_to_executorch_with_xnnpack(make())
+    assert (stock_traces, len(tables)) == (3, 1), tables
 
 
 class _Partitioner:
