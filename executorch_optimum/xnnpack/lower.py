@@ -31,6 +31,7 @@ from executorch_optimum.xnnpack.quantize import (
     apply_quantization_,
 )
 from executorch_optimum.xnnpack.report import DelegationReport, delegation_report
+from executorch_optimum.xnnpack.shared_weights import preprocess_copies_share_weights
 from executorch_optimum.xnnpack.spill import spill_named_data
 
 logger = logging.getLogger(__name__)
@@ -149,6 +150,7 @@ def export_to_executorch_with_xnnpack(
     lean_lowering: bool = True,
     spill_weights: bool = True,
     spill_dir: Path | None = None,
+    share_preprocess_weights: bool = True,
 ) -> XnnpackExport:
     """Lowers every method through XNNPACK into one ExecuTorch program.
 
@@ -162,6 +164,8 @@ def export_to_executorch_with_xnnpack(
     the result (same bytes, less time; see lean_lowering.py). `spill_weights` keeps the
     delegate's weight blobs in files in `spill_dir` (default: the temp dir) until the program is
     written, instead of a second in-memory copy of the weights (same bytes; see spill.py).
+    `share_preprocess_weights` lets the partition copies XNNPACK preprocesses share the
+    weights instead of duplicating them all (same bytes; see shared_weights.py).
     """
     if quantize is not None and quantize.qlinear in WEIGHT_ONLY_LINEAR_SCHEMES:
         raise WeightOnlyLinearError(_weight_only_message(f"qlinear {quantize.qlinear!r}"))
@@ -190,6 +194,8 @@ def export_to_executorch_with_xnnpack(
             stack.enter_context(lean_xnnpack_lowering())
         if spill_weights:
             stack.enter_context(spill_named_data(spill_dir))
+        if share_preprocess_weights:
+            stack.enter_context(preprocess_copies_share_weights())
         edge: EdgeProgramManager = to_edge_transform_and_lower(
             programs,
             transform_passes=passes,
