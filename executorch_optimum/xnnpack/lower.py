@@ -33,6 +33,7 @@ from executorch_optimum.xnnpack.quantize import (
 from executorch_optimum.xnnpack.report import DelegationReport, delegation_report
 from executorch_optimum.xnnpack.shared_weights import preprocess_copies_share_weights
 from executorch_optimum.xnnpack.spill import spill_named_data
+from executorch_optimum.xnnpack.tied_weights import store_shared_weights_once
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +152,7 @@ def export_to_executorch_with_xnnpack(
     spill_weights: bool = True,
     spill_dir: Path | None = None,
     share_preprocess_weights: bool = True,
+    dedupe_weights: bool = True,
 ) -> XnnpackExport:
     """Lowers every method through XNNPACK into one ExecuTorch program.
 
@@ -166,6 +168,8 @@ def export_to_executorch_with_xnnpack(
     written, instead of a second in-memory copy of the weights (same bytes; see spill.py).
     `share_preprocess_weights` lets the partition copies XNNPACK preprocesses share the
     weights instead of duplicating them all (same bytes; see shared_weights.py).
+    `dedupe_weights` writes a weight that both the program's kernels and XNNPACK
+    read (a tied embedding in fp32) into the .pte once (see tied_weights.py).
     """
     if quantize is not None and quantize.qlinear in WEIGHT_ONLY_LINEAR_SCHEMES:
         raise WeightOnlyLinearError(_weight_only_message(f"qlinear {quantize.qlinear!r}"))
@@ -208,14 +212,15 @@ def export_to_executorch_with_xnnpack(
     report = delegation_report(edge)
 
     start = time.perf_counter()
-    program = edge.to_executorch(
-        ExecutorchBackendConfig(
-            extract_delegate_segments=True,
-            do_quant_fusion_and_const_prop=True,
-            memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
-            passes=[InitializedBufferPass(initialized_buffers)] if initialized_buffers else [],
+    with store_shared_weights_once() if dedupe_weights else contextlib.nullcontext():
+        program = edge.to_executorch(
+            ExecutorchBackendConfig(
+                extract_delegate_segments=True,
+                do_quant_fusion_and_const_prop=True,
+                memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
+                passes=[InitializedBufferPass(initialized_buffers)] if initialized_buffers else [],
+            )
         )
-    )
     timings["to_executorch_s"] = time.perf_counter() - start
     logger.info("XNNPACK lowering: %s", report.summary())
     return XnnpackExport(program=program, report=report, metadata=merged_metadata, timings=timings)

@@ -8,6 +8,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from executorch_optimum.export import ExportOptions, export_model
 from executorch_optimum.runtime import Generator
+from executorch_optimum.xnnpack.tied_weights import keys_stored_in_constants
 from tests.support.tiny_models import tiny_model
 
 PROMPT = "the quick brown fox jumps over the lazy dog and the cat"
@@ -57,3 +58,5 @@ def test_stock_runner_matches_our_runtime(exported, tmp_path):
     config = GenerationConfig(echo=False, max_new_tokens=24, temperature=0.0, num_bos=0, num_eos=0)
     TextLLMRunner(str(pte), str(tokenizer_path)).generate(PROMPT, config, token_callback=pieces.append)
     assert pieces == [tokenizer.decode([t]) for t in ours.tokens]
+    # The tied embedding was stored once: XNNPACK's lm_head weight is read from the constants.
+    assert len(keys_stored_in_constants(pte.read_bytes())) == 1
