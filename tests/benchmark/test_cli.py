@@ -80,3 +80,23 @@ def test_help_explains_every_flag() -> None:
         "--compare",
     ):
         assert flag in text
+
+
+def test_fresh_names_the_exporters_to_re_export() -> None:
+    from types import SimpleNamespace
+
+    from executorch_optimum.benchmark.cli import fresh_exporters
+
+    exporters = [SimpleNamespace(name="ours"), SimpleNamespace(name="optimum-executorch 1.1.0")]
+    parse = build_parser().parse_args
+    assert fresh_exporters(parse([]).fresh, exporters) == frozenset()
+    assert fresh_exporters(parse(["--fresh"]).fresh, exporters) == {"ours", "optimum-executorch 1.1.0"}
+    assert fresh_exporters(parse(["--fresh", "ours"]).fresh, exporters) == {"ours"}
+    assert fresh_exporters(parse(["--fresh", "compared"]).fresh, exporters) == {"optimum-executorch 1.1.0"}
+
+
+def test_fresh_rejects_an_unknown_choice(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--fresh", "theirs"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'theirs'" in capsys.readouterr().err

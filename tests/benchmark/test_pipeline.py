@@ -162,3 +162,18 @@ def test_comparison_rows_and_ratios(work: Path, exported: dict) -> None:
     assert ratios[".pte size"].median == 1.0
     assert ratios["export CPU s"].median == pytest.approx(ours.export.cpu_s / 1.5)
     assert ratios["decode tok/s"].n == 2  # one ratio per interleaved repeat
+
+
+def test_fresh_re_exports_with_the_named_exporters_only(work: Path, exported: dict) -> None:
+    from executorch_optimum.benchmark.exporters import ForeignExporter
+    from executorch_optimum.benchmark.runner import Benchmark, BenchmarkConfig
+
+    config = BenchmarkConfig(
+        models=[MODEL], variants=["fp32"], work_dir=work, prompt_len=20, new_tokens=8, threads=1, repeats=1
+    )
+    config.eager = False
+    copy = ForeignExporter(_CopyExporter(Path(exported["measured"].pte)))
+    Benchmark(config, [exported["exporter"], copy], Progress(quiet=True)).run()  # both cached now
+    config.fresh = frozenset({"copy"})
+    ours, theirs = Benchmark(config, [exported["exporter"], copy], Progress(quiet=True)).run().rows
+    assert ours.export.cached and not theirs.export.cached
