@@ -260,6 +260,7 @@ def _wrap(model: torch.nn.Module, options: ExportOptions) -> torch.nn.Module:
             native_kernels=options.native_kernels,
         )
         return module
+    processor = _read_processor_config(options.model_dir)
     try:
         module = ImageTextToTextExportableModule(
             model,
@@ -267,6 +268,7 @@ def _wrap(model: torch.nn.Module, options: ExportOptions) -> torch.nn.Module:
             max_context_len=options.max_context_len,
             use_custom_kv_cache=options.use_custom_kv_cache,
             use_custom_sdpa=options.use_custom_sdpa,
+            processor_config=processor,
         )
     except (NotImplementedError, ValueError) as err:
         raise ExportError(str(err)) from None
@@ -275,9 +277,6 @@ def _wrap(model: torch.nn.Module, options: ExportOptions) -> torch.nn.Module:
             f"--max_seq_len ({options.max_seq_len}) must be >= the {module.tokens_per_image} tokens of "
             "one image: ExecuTorch's MultimodalRunner feeds an image's embeddings in one text_decoder call"
         )
-    processor = _read_processor_config(options.model_dir)
-    if processor:
-        module.image_preprocessing = module.image_preprocessing.with_processor_config(processor)
     return module
 
 

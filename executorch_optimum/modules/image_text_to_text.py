@@ -16,6 +16,9 @@ block (applied by transformers only when `token_type_ids` are passed) is not rep
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from transformers import PreTrainedModel
 
@@ -91,6 +94,8 @@ class ImageTextToTextExportableModule(torch.nn.Module):
         vision_attention: attention implementation of the vision tower ("sdpa" or "eager").
         image_preprocessing: how a runtime must preprocess images (written as metadata);
             default: the family's image processor defaults (`modules/vision.py`).
+        processor_config: the checkpoint's `preprocessor_config.json` as a dict; its mean,
+            std, resample and size override `image_preprocessing`.
     """
 
     def __init__(
@@ -102,6 +107,7 @@ class ImageTextToTextExportableModule(torch.nn.Module):
         use_custom_sdpa: bool = True,
         vision_attention: str = "sdpa",
         image_preprocessing: ImagePreprocessing | None = None,
+        processor_config: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         language_model, lm_head = _text_parts(model)
@@ -121,7 +127,10 @@ class ImageTextToTextExportableModule(torch.nn.Module):
         self.image_size = int(self.vision_config.image_size)
         self.num_channels = int(getattr(self.vision_config, "num_channels", 3))
         self.tokens_per_image = family.tokens_per_image
-        self.image_preprocessing = image_preprocessing or family.preprocessing
+        preprocessing = image_preprocessing or family.preprocessing
+        if processor_config:
+            preprocessing = preprocessing.with_processor_config(processor_config)
+        self.image_preprocessing = preprocessing
         self.cache = decoder_cache.cache
         # The config setter cascades to every sub-config: the vision tower keeps plain attention.
         self.vision_config._attn_implementation = vision_attention

@@ -12,6 +12,7 @@ images the way the checkpoint's image processor (`preprocessor_config.json`) doe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -37,7 +38,7 @@ class ImagePreprocessing:
     resample: int = BILINEAR
     shortest_edge: int = 0
 
-    def with_processor_config(self, processor: dict[str, Any]) -> ImagePreprocessing:
+    def with_processor_config(self, processor: Mapping[str, Any]) -> ImagePreprocessing:
         """These defaults overridden by an image processor's `preprocessor_config.json` dict."""
         changes: dict[str, Any] = {}
         for key, field in (("image_mean", "mean"), ("image_std", "std")):

@@ -93,3 +93,24 @@ def test_rejects_unsupported_model_and_cache() -> None:
         ImageTextToTextExportableModule(tiny_model("llama"))
     with pytest.raises(NotImplementedError, match="custom KV caches"):
         ImageTextToTextExportableModule(tiny_gemma3_vlm(), use_custom_kv_cache=False)
+
+
+def test_processor_config_overrides_the_family_defaults() -> None:
+    """The checkpoint's preprocessor_config.json, given to the constructor, is what the
+    runtime metadata says; without it the family's defaults (CLIP's short side = image size)."""
+    from tests.multimodal.tiny_vlm import clip_processor_config, tiny_llava_vlm
+
+    # Values no family defaults to, so the metadata can only have come from this dict.
+    processor = clip_processor_config(shortest_edge=40, crop=32) | {
+        "image_mean": [0.1, 0.2, 0.3],
+        "resample": 2,
+    }
+    module = ImageTextToTextExportableModule(tiny_llava_vlm(), max_seq_len=CHUNK, processor_config=processor)
+    meta = module.metadata()
+    assert meta["image_mean"] == pytest.approx(processor["image_mean"])
+    assert meta["image_std"] == pytest.approx(processor["image_std"])
+    assert meta["image_resample"] == processor["resample"]
+    assert meta["image_shortest_edge"] == 40
+    default = ImageTextToTextExportableModule(tiny_llava_vlm(), max_seq_len=CHUNK).metadata()
+    assert default["image_shortest_edge"] == default["image_size"] != 40
+    assert default["image_mean"] != pytest.approx(processor["image_mean"])
