@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from executorch_optimum.xnnpack.checkpoint_pages import file_backed_ranges, page_out
+
 LINEAR_SCHEMES = ("8da4w", "8da8w", "4w", "8w")
 EMBEDDING_SCHEMES = ("4w", "8w")
 WEIGHT_ONLY_LINEAR_SCHEMES = ("4w", "8w")
@@ -128,19 +130,23 @@ def quantize_model_(
 
 def apply_quantization_(model: torch.nn.Module, config: QuantizationConfig) -> None:
     """Applies an already validated config to `model` (see `quantize_model_`)."""
-    if not config.enabled:
-        return
-    from torchao.quantization import quantize_
-
     if config.qembedding:
-        quantize_(
-            model,
-            _embedding_config(config.qembedding, config.qembedding_group_size),
-            lambda module, fqn: isinstance(module, torch.nn.Embedding),
+        _quantize_one_by_one(
+            model, torch.nn.Embedding, _embedding_config(config.qembedding, config.qembedding_group_size)
         )
     if config.qlinear:
-        quantize_(
-            model,
-            _linear_config(config.qlinear, config.qlinear_group_size),
-            lambda module, fqn: isinstance(module, torch.nn.Linear),
+        _quantize_one_by_one(
+            model, torch.nn.Linear, _linear_config(config.qlinear, config.qlinear_group_size)
         )
+
+
+def _quantize_one_by_one(model: torch.nn.Module, kind: type, ao_config: object) -> None:
+    """Quantizes every `kind` module of `model` one at a time, paging out the memory-mapped
+    checkpoint after each (see checkpoint_pages.py), so the float checkpoint is never resident
+    whole next to its quantized copy. Same tensors as one `quantize_` over the model."""
+    from torchao.quantization import quantize_
+
+    checkpoint = file_backed_ranges()
+    for target in [module for module in model.modules() if isinstance(module, kind)]:
+        quantize_(model, ao_config, lambda module, fqn, target=target: module is target)
+        page_out(checkpoint)
