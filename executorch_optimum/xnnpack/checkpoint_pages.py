@@ -1,12 +1,13 @@
-"""Hand the memory-mapped checkpoint's pages back to the kernel while quantizing.
+"""Hand the memory-mapped checkpoint's pages back to the kernel while quantizing and lowering.
 
 transformers maps safetensors files into memory and the loaded weights are views of that
-mapping: every page quantization reads stays in the process's resident set until the whole
-mapping closes, so by the last quantized layer the entire float checkpoint was resident next
-to the quantized copy (Qwen3-0.6B 8da4w: the export's peak). `page_out` asks the kernel to
-reclaim the checkpoint's pages after each quantized layer (`MADV_PAGEOUT`, Linux 5.4+), whole
-mappings at a time: the page cache keeps large folios (2 MB) that straddle tensors, which
-advice on one tensor's range cannot split. The advice never changes what memory holds: a page
+mapping: every page that quantization or XNNPACK's weight packing reads stays in the process's
+resident set until the whole mapping closes. So the entire float checkpoint ended up resident
+next to the quantized copy (Qwen3-0.6B 8da4w: the export's peak) or next to the weights being
+lowered (fp32). `page_out` asks the kernel to reclaim the checkpoint's pages once a layer is
+quantized or a weight blob is written out (`MADV_PAGEOUT`, Linux 5.4+), whole mappings at a
+time: the page cache keeps large folios (2 MB) that straddle tensors, which advice on one
+tensor's range cannot split. The advice never changes what memory holds: a page
 touched again is re-read from the file, and only file mappings are advised (anonymous memory
 could be swapped). Anywhere the advice is unavailable this is a no-op.
 """
@@ -64,3 +65,8 @@ def page_out(ranges: list[tuple[int, int]]) -> int:
         if stop > start and madvise(start, stop - start, MADV_PAGEOUT) == 0:
             advised += stop - start
     return advised
+
+
+def page_out_checkpoints(suffix: str = ".safetensors") -> int:
+    """`page_out` of every mapping of a file ending in `suffix`; returns the bytes advised."""
+    return page_out(file_backed_ranges(suffix))

@@ -23,6 +23,7 @@ from executorch.exir.pass_base import ExportPass
 from executorch.exir.passes import MemoryPlanningPass
 from torch.export import ExportedProgram
 
+from executorch_optimum.xnnpack.checkpoint_pages import page_out_checkpoints
 from executorch_optimum.xnnpack.lean_lowering import lean_xnnpack_lowering
 from executorch_optimum.xnnpack.passes import InitializedBufferPass, default_transform_passes
 from executorch_optimum.xnnpack.quantize import (
@@ -153,6 +154,7 @@ def export_to_executorch_with_xnnpack(
     spill_dir: Path | None = None,
     share_preprocess_weights: bool = True,
     dedupe_weights: bool = True,
+    page_out_checkpoint: bool = True,
 ) -> XnnpackExport:
     """Lowers every method through XNNPACK into one ExecuTorch program.
 
@@ -170,6 +172,9 @@ def export_to_executorch_with_xnnpack(
     weights instead of duplicating them all (same bytes; see shared_weights.py).
     `dedupe_weights` writes a weight that both the program's kernels and XNNPACK
     read (a tied embedding in fp32) into the .pte once (see tied_weights.py).
+    `page_out_checkpoint` hands the pages of memory-mapped safetensors files (the checkpoint
+    the weights are views of) back to the kernel after each spilled blob, so the checkpoint
+    is not resident whole while lowering (same bytes; see checkpoint_pages.py).
     """
     if quantize is not None and quantize.qlinear in WEIGHT_ONLY_LINEAR_SCHEMES:
         raise WeightOnlyLinearError(_weight_only_message(f"qlinear {quantize.qlinear!r}"))
@@ -197,7 +202,8 @@ def export_to_executorch_with_xnnpack(
         if lean_lowering:
             stack.enter_context(lean_xnnpack_lowering())
         if spill_weights:
-            stack.enter_context(spill_named_data(spill_dir))
+            after_each = page_out_checkpoints if page_out_checkpoint else None
+            stack.enter_context(spill_named_data(spill_dir, after_each=after_each))
         if share_preprocess_weights:
             stack.enter_context(preprocess_copies_share_weights())
         edge: EdgeProgramManager = to_edge_transform_and_lower(

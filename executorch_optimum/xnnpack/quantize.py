@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from executorch_optimum.xnnpack.checkpoint_pages import file_backed_ranges, page_out
+from executorch_optimum.xnnpack.checkpoint_pages import page_out_checkpoints
 
 LINEAR_SCHEMES = ("8da4w", "8da8w", "4w", "8w")
 EMBEDDING_SCHEMES = ("4w", "8w")
@@ -146,7 +146,6 @@ def _quantize_one_by_one(model: torch.nn.Module, kind: type, ao_config: object) 
     whole next to its quantized copy. Same tensors as one `quantize_` over the model."""
     from torchao.quantization import quantize_
 
-    checkpoint = file_backed_ranges()
     for target in [module for module in model.modules() if isinstance(module, kind)]:
         quantize_(model, ao_config, lambda module, fqn, target=target: module is target)
-        page_out(checkpoint)
+        page_out_checkpoints()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,8 +36,13 @@ def blob_file(data: bytes, directory: Path | None = None):  # noqa: ANN201 (Exec
 
 
 @contextmanager
-def spill_named_data(directory: Path | None = None, min_bytes: int = DEFAULT_MIN_BYTES) -> Iterator[None]:
-    """While active, named-data blobs of at least `min_bytes` go to files in `directory`.
+def spill_named_data(
+    directory: Path | None = None,
+    min_bytes: int = DEFAULT_MIN_BYTES,
+    after_each: Callable[[], object] | None = None,
+) -> Iterator[None]:
+    """While active, named-data blobs of at least `min_bytes` go to files in `directory`;
+    `after_each` runs once each such blob is on disk.
 
     Patches `NamedDataStore.add_named_data` (a class attribute: not thread-safe, like any
     lowering that shares ExecuTorch's globals) and restores it on exit.
@@ -49,9 +54,12 @@ def spill_named_data(directory: Path | None = None, min_bytes: int = DEFAULT_MIN
     original = NamedDataStore.add_named_data
 
     def add_named_data(self, key, data, alignment=1, external_tag=None, tensor_layout=None):  # noqa: ANN001, ANN202
-        if isinstance(data, bytes) and len(data) >= min_bytes:
-            data = blob_file(data, directory)
-        return original(self, key, data, alignment, external_tag, tensor_layout)
+        if not (isinstance(data, bytes) and len(data) >= min_bytes):
+            return original(self, key, data, alignment, external_tag, tensor_layout)
+        result = original(self, key, blob_file(data, directory), alignment, external_tag, tensor_layout)
+        if after_each is not None:
+            after_each()
+        return result
 
     NamedDataStore.add_named_data = add_named_data
     try:

@@ -1,5 +1,5 @@
-"""Quantizing a memory-mapped checkpoint pages out each float weight it replaced (the
-checkpoint is never resident whole), with the same quantized model as torchao's one pass."""
+"""Quantizing and lowering a memory-mapped checkpoint page it out as they go (it is never
+resident whole), with the same quantized model as torchao's one pass and the same program."""
 
 from __future__ import annotations
 
@@ -10,7 +10,12 @@ import torch
 import transformers
 from safetensors.torch import safe_open, save_file
 
-from executorch_optimum.xnnpack import QuantizationConfig, apply_quantization_
+from executorch_optimum.modules import CausalLMExportableModule
+from executorch_optimum.xnnpack import (
+    QuantizationConfig,
+    apply_quantization_,
+    export_to_executorch_with_xnnpack,
+)
 from executorch_optimum.xnnpack.checkpoint_pages import file_backed_ranges, page_out
 from tests.support.tiny_models import tiny_config
 
@@ -56,6 +61,28 @@ def test_quantizing_leaves_no_float_weight_resident(checkpoint: Path) -> None:
     assert before > 0.9 * weights.stat().st_size, "the checkpoint is not memory-mapped"
     apply_quantization_(model, CONFIG)
     assert resident_bytes(weights) == 0
+
+
+def test_lowering_leaves_no_float_weight_resident(checkpoint: Path, tmp_path: Path) -> None:
+    """fp32: XNNPACK packs every weight (all pages read); each blob written to disk lets them go.
+    The tied embedding (4 MB) is the blob large enough to spill; the program stays the same."""
+    (weights,) = checkpoint.glob("*.safetensors")
+    resident, programs = {}, {}
+    for page_out_checkpoint in (True, False):  # with, first: the other's mapping stays resident
+        model = load(checkpoint)
+        for parameter in model.parameters():
+            parameter.sum()
+        lowered = export_to_executorch_with_xnnpack(
+            CausalLMExportableModule(model, max_seq_len=8, max_context_len=32),
+            spill_dir=tmp_path,
+            page_out_checkpoint=page_out_checkpoint,
+        )
+        resident[page_out_checkpoint] = resident_bytes(weights)
+        programs[page_out_checkpoint] = lowered.program.buffer
+    # Read again after the last blob: the norms and the embedding, for the program's constants.
+    assert resident[True] < 0.6 * weights.stat().st_size
+    assert resident[False] > 0.9 * weights.stat().st_size
+    assert programs[True] == programs[False]
 
 
 def test_same_model_as_one_torchao_pass(checkpoint: Path) -> None:
