@@ -15,7 +15,9 @@ could be swapped). Anywhere the advice is unavailable this is a no-op.
 from __future__ import annotations
 
 import ctypes
+import functools
 import mmap
+from collections.abc import Callable
 from pathlib import Path
 
 MADV_PAGEOUT = 21
@@ -37,7 +39,8 @@ def file_backed_ranges(suffix: str = ".safetensors") -> list[tuple[int, int]]:
     return ranges
 
 
-def _madvise() -> ctypes._CFuncPtr | None:
+@functools.cache
+def _madvise() -> Callable[[int, int, int], int] | None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         madvise = libc.madvise
