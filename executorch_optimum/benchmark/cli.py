@@ -160,6 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="timed runs after one warm-up (default: %(default)s)",
     )
     p.add_argument(
+        "--prefill_calls",
+        type=_positive,
+        default=5,
+        metavar="N",
+        help="prompt prefills per run, from position 0 each; the run's prefill time is their "
+        "median (default: %(default)s)",
+    )
+    p.add_argument(
         "--max_seq_len",
         type=_positive,
         default=128,
@@ -238,6 +246,7 @@ def _plan(args: argparse.Namespace):  # noqa: ANN202 (returns config, exporters,
         new_tokens=args.new_tokens,
         threads=args.threads,
         repeats=args.repeats,
+        prefill_calls=args.prefill_calls,
         fresh=fresh_exporters(args.fresh, exporters),
         eager=not args.no_eager,
     )

@@ -243,7 +243,8 @@ def to_markdown(results: BenchmarkResults, plot_name: str | None = None) -> str:
         "",
         "- export: our exporter in a child process (wall, user+sys CPU, peak RSS of that process); "
         "(cached) = measured when the cached export was made.",
-        "- prefill tok/s: prompt tokens / time, in chunks of the program's get_max_seq_len; "
+        "- prefill tok/s: prompt tokens / time, in chunks of the program's get_max_seq_len "
+        f"(ExecuTorch: per run the median of {s.get('prefill_calls', 1)} prefills); "
         "decode tok/s: single-token greedy calls / time. eager = transformers fp32 on the same weights.",
         f"- roofline = bandwidth / weight bytes read per decoded token; copy bandwidth "
         f"{results.bandwidth_gb_per_s:.1f} GB/s [{results.bandwidth_convention}]"

@@ -37,6 +37,7 @@ class BenchmarkConfig:
     new_tokens: int = 128
     threads: int = 2
     repeats: int = 3
+    prefill_calls: int = 5
     fresh: frozenset[str] = frozenset()  # names of the exporters that re-export despite a cache hit
     eager: bool = True
     context_grid: tuple[int, ...] = CONTEXT_GRID
@@ -50,6 +51,7 @@ class BenchmarkConfig:
             "new_tokens": self.new_tokens,
             "threads": self.threads,
             "repeats": self.repeats,
+            "prefill_calls": self.prefill_calls,
             "exporters": [e.name for e in exporters],
             "context_grid": list(self.context_grid),
         }
@@ -178,7 +180,7 @@ class Benchmark:
         for variant, measured in exports.items():
             weights = bytes_per_token_for_config(checkpoint_dir, get_variant(variant))["total"]
             with self.progress.phase(f"{model} {variant}: ExecuTorch runtime ({cfg.repeats} repeats)"):
-                benches = [PteBench(m.pte, prompt, cfg.new_tokens) for m in measured]
+                benches = [PteBench(m.pte, prompt, cfg.new_tokens, cfg.prefill_calls) for m in measured]
                 speeds = measure_interleaved(
                     benches,
                     cfg.repeats,

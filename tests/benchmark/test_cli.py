@@ -57,7 +57,7 @@ def test_context_too_short(capsys: pytest.CaptureFixture[str], work: list[str]) 
     assert code == 2 and "exceeds --max_context_len (200)" in err
 
 
-@pytest.mark.parametrize("flag", ["--repeats", "--threads", "--prompt_len"])
+@pytest.mark.parametrize("flag", ["--repeats", "--threads", "--prompt_len", "--prefill_calls"])
 def test_non_positive_numbers(capsys: pytest.CaptureFixture[str], flag: str) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([flag, "0"])

@@ -79,6 +79,9 @@ def test_runtime_gives_the_eager_greedy_tokens(exported: dict) -> None:
     assert len(want) == 25
     assert speed.tokens == want
     assert measure_pte(exported["measured"].pte, prompt, 24, repeats=1, warmup=False).tokens == want
+    # Prefilling the prompt again from position 0 rewrites the same cache slots: same tokens.
+    again = measure_pte(exported["measured"].pte, prompt, 24, repeats=1, warmup=False, prefill_calls=3)
+    assert again.tokens == want
     eager = measure_eager(model, prompt, 24, threads=1, repeats=1)
     assert eager.tokens == want and torch.get_num_threads() == 1
 
@@ -86,6 +89,8 @@ def test_runtime_gives_the_eager_greedy_tokens(exported: dict) -> None:
 def test_runtime_rejects_too_long_a_run(exported: dict) -> None:
     with pytest.raises(BenchmarkError, match="exceeds its context of 96"):
         PteBench(exported["measured"].pte, [5] * 90, new_tokens=7)
+    with pytest.raises(BenchmarkError, match="prefill_calls must be >= 1"):
+        PteBench(exported["measured"].pte, [5], new_tokens=1, prefill_calls=0)
     with pytest.raises(BenchmarkError, match="cannot load"):
         PteBench("/nonexistent.pte", [5], new_tokens=1)
 
