@@ -258,6 +258,12 @@ PLOT_FILE = "decode_vs_context.png"
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from executorch_optimum.runtime.threads import single_thread_openmp
+
+    # Before anything imports torch (planning does): set later, MKL's OpenMP workers inside
+    # ExecuTorch's attention kernel spin against the threadpool and prefill runs at half speed.
+    # The export children do not inherit it.
+    single_thread_openmp()
     try:
         config, exporters, out_dir = _plan(args)
     except BenchmarkError as err:
@@ -265,9 +271,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from executorch_optimum.runtime.threads import single_thread_openmp
-
-    single_thread_openmp()  # before torch loads; the export children do not inherit it
     from executorch_optimum.benchmark.progress import Progress
     from executorch_optimum.benchmark.results import to_json, to_markdown, write_outputs
     from executorch_optimum.benchmark.runner import Benchmark

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,3 +103,36 @@ def test_fresh_rejects_an_unknown_choice(capsys: pytest.CaptureFixture[str]) -> 
         main(["--fresh", "theirs"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'theirs'" in capsys.readouterr().err
+
+
+_RECORD_OPENMP_AT_TORCH_IMPORT = """
+import os, sys
+
+class StopAtTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            print("OMP_NUM_THREADS at torch import:", os.environ.get("OMP_NUM_THREADS"), flush=True)
+            os._exit(0)
+        return None
+
+sys.meta_path.insert(0, StopAtTorch())
+from executorch_optimum.benchmark.cli import main
+main(sys.argv[1:])
+print("torch was never imported", flush=True)
+"""
+
+
+def test_openmp_is_single_threaded_before_torch_loads(tmp_path: Path) -> None:
+    """Set after torch loads, OMP_NUM_THREADS no longer sizes MKL's OpenMP pool, whose
+    spinning workers then halve the measured prefill speed of every program."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    argv = ["--models", "smollm2_tiny", "--no_eager", "--work_dir", str(tmp_path / "work")]
+    done = subprocess.run(
+        [sys.executable, "-c", _RECORD_OPENMP_AT_TORCH_IMPORT, *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "OMP_NUM_THREADS at torch import: 1" in done.stdout, done.stdout + done.stderr
