@@ -140,6 +140,10 @@ def apply_quantization_(model: torch.nn.Module, config: QuantizationConfig) -> N
         )
 
 
+# Weights larger than this are quantized a slice of rows at a time (see `_quantize_rows_in_chunks`).
+CHUNK_BYTES = 64 << 20
+
+
 def _quantize_one_by_one(model: torch.nn.Module, kind: type, ao_config: object) -> None:
     """Quantizes every `kind` module of `model` one at a time, paging out the memory-mapped
     checkpoint after each (see checkpoint_pages.py), so the float checkpoint is never resident
@@ -147,5 +151,62 @@ def _quantize_one_by_one(model: torch.nn.Module, kind: type, ao_config: object) 
     from torchao.quantization import quantize_
 
     for target in [module for module in model.modules() if isinstance(module, kind)]:
-        quantize_(model, ao_config, lambda module, fqn, target=target: module is target)
+        if not _quantize_rows_in_chunks(target, ao_config):
+            quantize_(model, ao_config, lambda module, fqn, target=target: module is target)
         page_out_checkpoints()
+
+
+def _splits_by_rows(quantized: torch.Tensor) -> bool:
+    """Whether every data tensor of a torchao tensor is laid out by the weight's rows."""
+    kind = type(quantized)
+    names = getattr(kind, "tensor_data_names", None)
+    if not names or getattr(kind, "optional_tensor_data_names", None):
+        return False
+    if tuple(getattr(quantized, "block_size", ()))[:1] != (1,):
+        return False
+    return all(getattr(quantized, name).shape[0] == quantized.shape[0] for name in names)
+
+
+def _row_slice(module: torch.nn.Module, begin: int, end: int) -> torch.nn.Module:
+    """A module of the same kind whose weight is rows begin:end of `module`'s (a view)."""
+    if isinstance(module, torch.nn.Embedding):
+        part = torch.nn.Embedding(end - begin, module.embedding_dim, device="meta")
+    else:
+        part = torch.nn.Linear(module.in_features, end - begin, bias=False, device="meta")
+    part.weight = torch.nn.Parameter(module.weight.detach()[begin:end], requires_grad=False)
+    return part
+
+
+def _quantize_rows_in_chunks(module: torch.nn.Module, ao_config: object) -> bool:
+    """Quantizes a large weight (an embedding table, an lm_head) CHUNK_BYTES of rows at a time.
+
+    torchao's quantization makes float temporaries the size of the whole weight (about twice
+    its size at the peak: 1.2 GB for Qwen3-0.6B's table); per slice they stay small. Every
+    scheme here has one scale per row or per group within a row, so the slices' quantized
+    data, scales and zero points are the rows of the whole weight's, and are concatenated
+    into one tensor of torchao's type. Returns False (nothing done) for weights below the
+    chunk size, a bias (a packed format may fold it in) or a layout that does not split by rows.
+    """
+    from torchao.quantization import quantize_
+
+    weight = module.weight
+    if getattr(module, "bias", None) is not None or weight.dim() != 2:
+        return False
+    rows = weight.shape[0]
+    row_bytes = weight.shape[1] * weight.element_size()
+    rows_per_chunk = max(1, CHUNK_BYTES // row_bytes)
+    if rows <= rows_per_chunk:
+        return False
+    pieces = []
+    for begin in range(0, rows, rows_per_chunk):
+        part = _row_slice(module, begin, min(begin + rows_per_chunk, rows))
+        quantize_(part, ao_config, lambda m, fqn: True)
+        if not pieces and not _splits_by_rows(part.weight):
+            return False
+        pieces.append(part.weight)
+        page_out_checkpoints()
+    kind = type(pieces[0])
+    data = [torch.cat([getattr(piece, name) for piece in pieces]) for name in kind.tensor_data_names]
+    attributes = [getattr(pieces[0], name) for name in kind.tensor_attribute_names]
+    module.weight = torch.nn.Parameter(kind(*data, *attributes), requires_grad=False)
+    return True

@@ -10,6 +10,7 @@ import torch
 import transformers
 from safetensors.torch import safe_open, save_file
 
+import executorch_optimum.xnnpack.quantize as quantize_module
 from executorch_optimum.modules import CausalLMExportableModule
 from executorch_optimum.xnnpack import (
     QuantizationConfig,
@@ -85,7 +86,10 @@ def test_lowering_leaves_no_float_weight_resident(checkpoint: Path, tmp_path: Pa
     assert programs[True] == programs[False]
 
 
-def test_same_model_as_one_torchao_pass(checkpoint: Path) -> None:
+@pytest.mark.parametrize("chunk_bytes", [None, 300_000])
+def test_same_model_as_one_torchao_pass(checkpoint: Path, chunk_bytes, monkeypatch) -> None:
+    """Also when every weight of 300 kB or more is quantized in slices of rows (the 4 MB tied
+    table in 15, the last one short; the 512 kB MLP weights in 2)."""
     from torchao.quantization import (
         Int8DynamicActivationIntxWeightConfig,
         IntxWeightOnlyConfig,
@@ -94,6 +98,8 @@ def test_same_model_as_one_torchao_pass(checkpoint: Path) -> None:
         quantize_,
     )
 
+    if chunk_bytes is not None:
+        monkeypatch.setattr(quantize_module, "CHUNK_BYTES", chunk_bytes)
     ours = load(checkpoint)
     apply_quantization_(ours, CONFIG)
     reference = load(checkpoint)
@@ -114,6 +120,8 @@ def test_same_model_as_one_torchao_pass(checkpoint: Path) -> None:
         for attribute in ("qdata", "scale", "zero_point"):
             if hasattr(want, attribute):
                 assert torch.equal(getattr(got, attribute), getattr(want, attribute)), f"{name}.{attribute}"
+        for attribute in getattr(want, "tensor_attribute_names", ()):
+            assert getattr(got, attribute) == getattr(want, attribute), f"{name}.{attribute}"
 
 
 def test_page_out_keeps_the_bytes_and_skips_anonymous_memory(tmp_path: Path) -> None:
