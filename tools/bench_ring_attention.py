@@ -568,7 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "torch": torch.__version__,
         "executorch": importlib.metadata.version("executorch"),
-        "kernels_simd": os.environ.get("EO_KERNELS_GENERIC_SIMD", "auto"),
+        "kernels_simd": os.environ.get("EO_KERNELS_SIMD", "widest"),
     }
     begin = time.perf_counter()
     log(f"attention micro-benchmark (windows {args.windows}, contexts {args.contexts})")

@@ -39,7 +39,7 @@ py::dict build_info() {
   info["et_kernels_use_threadpool"] = static_cast<bool>(EO_ET_USE_THREADPOOL);
   info["torch_ops_use_at_parallel"] = true;
   info["max_head_dim"] = eo::core::kMaxHeadDim;
-  info["simd"] = eo::core::detail::uses_avx2() ? "avx2+fma (runtime dispatch)" : "128-bit vectors (SSE/NEON)";
+  info["simd"] = eo::core::detail::simd_name();
   std::vector<std::string> ops;
   std::vector<std::string> schemas;
   for (const auto& op : eo::core::kOpSchemas) {

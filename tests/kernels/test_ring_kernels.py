@@ -133,12 +133,54 @@ def test_full_layer_on_linear_cache_is_causal_attention():
         outs.append(kernels.ring_sdpa(q, k_cache, v_cache, pos, 10**9, 0.3, 0.0))
         qs, ks, vs = qs + [q], ks + [k], vs + [v]
         pos += seq
-    # One causal SDPA over the whole sequence, [B, H, T, D], in float64.
+    torch.testing.assert_close(torch.cat(outs, 1).double(), _causal_reference(qs, ks, vs, 0.3), rtol=1e-4, atol=2e-5)
+
+
+def _causal_reference(qs, ks, vs, scale):
+    """Causal SDPA of the concatenated chunks in float64, [B, T, H, D]."""
     q_all = torch.cat(qs, 1).transpose(1, 2).double()
-    k_all = torch.cat(ks, 1).transpose(1, 2).double().repeat_interleave(q_heads // kv_heads, dim=1)
-    v_all = torch.cat(vs, 1).transpose(1, 2).double().repeat_interleave(q_heads // kv_heads, dim=1)
-    want = torch.nn.functional.scaled_dot_product_attention(q_all, k_all, v_all, is_causal=True, scale=0.3)
-    torch.testing.assert_close(torch.cat(outs, 1).double(), want.transpose(1, 2), rtol=1e-4, atol=2e-5)
+    group = q_all.shape[1] // ks[0].shape[2]
+    k_all = torch.cat(ks, 1).transpose(1, 2).double().repeat_interleave(group, dim=1)
+    v_all = torch.cat(vs, 1).transpose(1, 2).double().repeat_interleave(group, dim=1)
+    want = torch.nn.functional.scaled_dot_product_attention(q_all, k_all, v_all, is_causal=True, scale=scale)
+    return want.transpose(1, 2)
+
+
+# (q heads, kv heads, head dim, query scale): model-sized heads, and a sharp softmax (most
+# weights below exp's range) with a head dim that is no multiple of the vector width.
+LONG_SHAPES = {
+    "smollm2_shaped": (9, 3, 64, 1.0),
+    "qwen3_shaped": (16, 8, 128, 1.0),
+    "peaked_softmax_dim_tail": (4, 1, 72, 6.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LONG_SHAPES))
+def test_long_prefill_and_decode_match_reference(name):
+    """Several 64-key blocks: the register-tiled prefill path (many rows, transposed key blocks)
+    and the decode path (few rows), with chunks ending inside blocks and on their edges."""
+    _run_long_sequence(*LONG_SHAPES[name])
+
+
+def _run_long_sequence(q_heads: int, kv_heads: int, head_dim: int, sharpness: float) -> None:
+    kernels.load_torch_ops()
+    torch.manual_seed(1)
+    context = 320
+    k_cache = torch.full((1, context, kv_heads, head_dim), float("nan"))
+    v_cache = torch.full((1, context, kv_heads, head_dim), float("nan"))
+    qs, ks, vs, outs = [], [], [], []
+    pos = 0
+    for seq in (128, 1, 1, 63, 64, 1, 45, 1):
+        q = torch.randn(1, seq, q_heads, head_dim) * sharpness
+        k = torch.randn(1, seq, kv_heads, head_dim)
+        v = torch.randn(1, seq, kv_heads, head_dim)
+        kernels.ring_update_cache(k, k_cache, pos)
+        kernels.ring_update_cache(v, v_cache, pos)
+        outs.append(kernels.ring_sdpa(q, k_cache, v_cache, pos, kernels.NO_WINDOW, head_dim**-0.5, 0.0))
+        qs, ks, vs = qs + [q], ks + [k], vs + [v]
+        pos += seq
+    want = _causal_reference(qs, ks, vs, head_dim**-0.5)
+    torch.testing.assert_close(torch.cat(outs, 1).double(), want, rtol=1e-4, atol=2e-5)
 
 
 def test_strided_inputs_are_read_in_place():
@@ -173,18 +215,25 @@ def test_threads_do_not_change_results(batch, seq, q_heads, kv_heads):
     torch.testing.assert_close(one, two, rtol=0, atol=0)
 
 
-def test_portable_simd_path_matches_reference():
-    """x86-64 machines with AVX2 take a runtime-dispatched path; the portable one (what ARM and
-    older x86 run) must be right too. The choice is made once per process, hence a subprocess."""
+@pytest.mark.parametrize(("cap", "name"), [("generic", "SSE/NEON"), ("avx2", "avx2")])
+def test_narrower_simd_paths_match_reference(cap, name):
+    """x86-64 machines take the widest runtime-dispatched path (AVX-512 or AVX2); the narrower
+    ones (what ARM, older x86 and AVX2-only CPUs run) must be right too. The choice is made once
+    per process, hence a subprocess capped by EO_KERNELS_SIMD."""
+    info = kernels.build_info()["simd"]
+    if cap == "avx2" and "SSE/NEON" in info:
+        name = "SSE/NEON"  # a CPU without AVX2 runs the portable path whatever the cap
     code = (
         "import torch\n"
         "torch.manual_seed(0)\n"
         "from tests.kernels import test_ring_kernels as t\n"
         "from executorch_optimum import kernels\n"
-        "assert 'SSE/NEON' in kernels.build_info()['simd']\n"
+        f"assert {name!r} in kernels.build_info()['simd'], kernels.build_info()['simd']\n"
         "for name in sorted(t.CASES): t._run_sequence(t.CASES[name])\n"
+        "t.test_full_layer_on_linear_cache_is_causal_attention()\n"
+        "for name in sorted(t.LONG_SHAPES): t._run_long_sequence(*t.LONG_SHAPES[name])\n"
     )
-    env = dict(os.environ, EO_KERNELS_GENERIC_SIMD="1", PYTHONPATH=os.pathsep.join(sys.path))
+    env = dict(os.environ, EO_KERNELS_SIMD=cap, PYTHONPATH=os.pathsep.join(sys.path))
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
 

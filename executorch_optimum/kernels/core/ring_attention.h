@@ -20,6 +20,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <string_view>
 #include <vector>
 
 namespace eo::core {
@@ -145,10 +146,10 @@ namespace detail {
 #endif
 
 // The SIMD helpers are templates on a GCC/Clang vector type V (vf4 = one SSE/NEON register; on
-// x86-64 also vf8 = one AVX register, picked at run time) and always inlined into the function
-// that picks V, so each instantiation is compiled for that function's instruction set. Loops
-// step two vectors at a time (independent accumulators), with a scalar tail for head dims that
-// are not a multiple of the step.
+// x86-64 also vf8 = one AVX2 register and vf16 = one AVX-512 register, picked at run time) and
+// always inlined into the function that picks V, so each instantiation is compiled for that
+// function's instruction set. Head dims that are not a multiple of the vector width take a
+// scalar tail. Needs GCC >= 12 or Clang (__builtin_shufflevector).
 #define EO_ALWAYS_INLINE __attribute__((always_inline))
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
@@ -172,88 +173,295 @@ EO_ALWAYS_INLINE inline void store(float* p, V v) {
   std::memcpy(p, &v, sizeof(v));
 }
 
-template <class V>
-EO_ALWAYS_INLINE inline float hsum(V a, V b) {
-  const V v = a + b;
-  float s = 0.0f;
-  for (int64_t i = 0; i < kLanes<V>; ++i) {
-    s += v[i];
-  }
-  return s;
-}
-
 inline constexpr int64_t kKeyBlock = 64;  // keys per online-softmax step
 inline constexpr int64_t kRowTarget = 32; // query rows sharing one pass over the keys
+inline constexpr int64_t kTransposeRows = 8;  // from this many rows a key block is transposed
 
-// out[r] = <q[r], k> for four query rows (rows may repeat to pad a short group).
+// The int32 vector with V's lane count (exp builds 2^n from exponent bits).
 template <class V>
-EO_ALWAYS_INLINE inline void dot4(const float* const* q, const float* k, int64_t D, float* out) {
-  constexpr int64_t L = kLanes<V>;
-  V a0 = {}, a1 = {}, a2 = {}, a3 = {}, b0 = {}, b1 = {}, b2 = {}, b3 = {};
-  int64_t d = 0;
-  for (; d + 2 * L <= D; d += 2 * L) {
-    const V k0 = load<V>(k + d);
-    const V k1 = load<V>(k + d + L);
-    a0 += load<V>(q[0] + d) * k0;
-    b0 += load<V>(q[0] + d + L) * k1;
-    a1 += load<V>(q[1] + d) * k0;
-    b1 += load<V>(q[1] + d + L) * k1;
-    a2 += load<V>(q[2] + d) * k0;
-    b2 += load<V>(q[2] + d + L) * k1;
-    a3 += load<V>(q[3] + d) * k0;
-    b3 += load<V>(q[3] + d + L) * k1;
-  }
-  float s0 = hsum<V>(a0, b0), s1 = hsum<V>(a1, b1), s2 = hsum<V>(a2, b2), s3 = hsum<V>(a3, b3);
-  for (; d < D; ++d) {
-    s0 += q[0][d] * k[d];
-    s1 += q[1][d] * k[d];
-    s2 += q[2][d] * k[d];
-    s3 += q[3][d] * k[d];
-  }
-  out[0] = s0;
-  out[1] = s1;
-  out[2] = s2;
-  out[3] = s3;
+struct IntOf;
+typedef int32_t vi4 __attribute__((vector_size(16)));
+template <>
+struct IntOf<vf4> {
+  using type = vi4;
+};
+template <class V>
+using IntVec = typename IntOf<V>::type;
+
+// Lane i of *out = the sum of the lanes of a[i] (a transpose-and-add: log2(L) rounds of
+// pairwise shuffles instead of one horizontal sum per vector).
+EO_ALWAYS_INLINE inline void sum_lanes_each(const vf4* a, vf4* out) {
+  const vf4 x0 = __builtin_shufflevector(a[0], a[1], 0, 4, 2, 6) + __builtin_shufflevector(a[0], a[1], 1, 5, 3, 7);
+  const vf4 x1 = __builtin_shufflevector(a[2], a[3], 0, 4, 2, 6) + __builtin_shufflevector(a[2], a[3], 1, 5, 3, 7);
+  *out = __builtin_shufflevector(x0, x1, 0, 1, 4, 5) + __builtin_shufflevector(x0, x1, 2, 3, 6, 7);
 }
 
-// acc[r] += sum_j w[r][j] * v[j] for four rows, keys j in [ja, jb].
+#if defined(__x86_64__) && !defined(EO_NO_RUNTIME_DISPATCH)
+#define EO_X86_DISPATCH 1
+typedef float vf8 __attribute__((vector_size(32)));
+typedef float vf16 __attribute__((vector_size(64)));
+typedef int32_t vi8 __attribute__((vector_size(32)));
+typedef int32_t vi16 __attribute__((vector_size(64)));
+template <>
+struct IntOf<vf8> {
+  using type = vi8;
+};
+template <>
+struct IntOf<vf16> {
+  using type = vi16;
+};
+
+EO_ALWAYS_INLINE inline void sum_lanes_each(const vf8* a, vf8* out) {
+  vf8 x[4];
+  for (int i = 0; i < 4; ++i) {
+    x[i] = __builtin_shufflevector(a[2 * i], a[2 * i + 1], 0, 8, 2, 10, 4, 12, 6, 14) +
+           __builtin_shufflevector(a[2 * i], a[2 * i + 1], 1, 9, 3, 11, 5, 13, 7, 15);
+  }
+  vf8 y[2];
+  for (int i = 0; i < 2; ++i) {
+    y[i] = __builtin_shufflevector(x[2 * i], x[2 * i + 1], 0, 1, 8, 9, 4, 5, 12, 13) +
+           __builtin_shufflevector(x[2 * i], x[2 * i + 1], 2, 3, 10, 11, 6, 7, 14, 15);
+  }
+  *out = __builtin_shufflevector(y[0], y[1], 0, 1, 2, 3, 8, 9, 10, 11) +
+         __builtin_shufflevector(y[0], y[1], 4, 5, 6, 7, 12, 13, 14, 15);
+}
+
+EO_ALWAYS_INLINE inline void sum_lanes_each(const vf16* a, vf16* out) {
+  vf16 x[8];
+  for (int i = 0; i < 8; ++i) {
+    x[i] = __builtin_shufflevector(a[2 * i], a[2 * i + 1], 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14,
+                                   30) +
+           __builtin_shufflevector(a[2 * i], a[2 * i + 1], 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15,
+                                   31);
+  }
+  vf16 y[4];
+  for (int i = 0; i < 4; ++i) {
+    y[i] = __builtin_shufflevector(x[2 * i], x[2 * i + 1], 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28,
+                                   29) +
+           __builtin_shufflevector(x[2 * i], x[2 * i + 1], 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30,
+                                   31);
+  }
+  vf16 w[2];
+  for (int i = 0; i < 2; ++i) {
+    w[i] = __builtin_shufflevector(y[2 * i], y[2 * i + 1], 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26,
+                                   27) +
+           __builtin_shufflevector(y[2 * i], y[2 * i + 1], 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30,
+                                   31);
+  }
+  *out = __builtin_shufflevector(w[0], w[1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+         __builtin_shufflevector(w[0], w[1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+}
+#else
+#define EO_X86_DISPATCH 0
+#endif
+
+// out[j] = <q, k[j]> for j < count (count <= kLanes<V>; missing keys are padded with k[0]).
 template <class V>
-EO_ALWAYS_INLINE inline void axpy4(float* const* acc, const float* const* w, const float* const* vrows,
-                                   int64_t ja, int64_t jb, int64_t D) {
+EO_ALWAYS_INLINE inline void dot_keys(const float* q, const float* const* k, int64_t count, int64_t D, float* out) {
+  constexpr int64_t L = kLanes<V>;
+  const float* rows[L];
+#pragma GCC unroll 16
+  for (int64_t j = 0; j < L; ++j) {
+    rows[j] = k[j < count ? j : 0];
+  }
+  V acc[L] = {};
+  int64_t d = 0;
+  for (; d + L <= D; d += L) {
+    const V qv = load<V>(q + d);
+#pragma GCC unroll 16  // keeps the accumulators in registers
+    for (int64_t j = 0; j < L; ++j) {
+      acc[j] += qv * load<V>(rows[j] + d);
+    }
+  }
+  V sums;
+  sum_lanes_each(acc, &sums);
+  for (; d < D; ++d) {
+    for (int64_t j = 0; j < L; ++j) {
+      sums[j] += q[d] * rows[j][d];
+    }
+  }
+  for (int64_t j = 0; j < count; ++j) {
+    out[j] = sums[j];
+  }
+}
+
+// Keys per pass of scores_4rows: 4 rows x kChunks<V> vectors of accumulators stay in registers.
+template <class V>
+inline constexpr int64_t kChunks = kLanes<V> >= 16 ? 4 : 2;
+
+// s[r][j] = <q[r], key j> for four rows and the keys j in [c0 * L, c1 * L) of a block stored
+// transposed (kt[d * kKeyBlock + j]): a 4 x (kChunks * L) register tile per pass, one broadcast
+// and kChunks vector loads per d. Prefill's rows share the block, so the transpose pays off.
+template <class V>
+EO_ALWAYS_INLINE inline void scores_4rows(const float* const* q, const float* kt, int64_t c0, int64_t c1, int64_t D,
+                                          float* const* s) {
+  constexpr int64_t L = kLanes<V>;
+  constexpr int64_t P = kChunks<V>;
+  for (int64_t c = c0; c < c1; c += P) {
+    V acc[4][P] = {};
+    const float* base = kt + c * L;
+    for (int64_t d = 0; d < D; ++d) {
+      V k[P];
+#pragma GCC unroll 4
+      for (int64_t i = 0; i < P; ++i) {
+        k[i] = load<V>(base + d * kKeyBlock + i * L);
+      }
+#pragma GCC unroll 4
+      for (int r = 0; r < 4; ++r) {
+        const V qb = V{} + q[r][d];
+#pragma GCC unroll 4
+        for (int64_t i = 0; i < P; ++i) {
+          acc[r][i] += qb * k[i];
+        }
+      }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; ++r) {
+#pragma GCC unroll 4
+      for (int64_t i = 0; i < P; ++i) {
+        store<V>(s[r] + (c + i) * L, acc[r][i]);
+      }
+    }
+  }
+}
+
+// kt[d * kKeyBlock + j] = k[j][d] for j < n (n <= kKeyBlock), in 4 x 4 register tiles: cache rows
+// are often 4 KiB apart, which a scalar column walk thrashes in L1. Columns n .. n+3 may be filled
+// with copies of key 0 (their scores are never read).
+EO_ALWAYS_INLINE inline void transpose_keys(const float* const* k, int64_t n, int64_t D, float* kt) {
+  for (int64_t j0 = 0; j0 < n; j0 += 4) {
+    const float* r[4];
+    for (int64_t i = 0; i < 4; ++i) {
+      r[i] = k[j0 + i < n ? j0 + i : 0];
+    }
+    int64_t d = 0;
+    for (; d + 4 <= D; d += 4) {
+      const vf4 a = load<vf4>(r[0] + d), b = load<vf4>(r[1] + d), c = load<vf4>(r[2] + d), e = load<vf4>(r[3] + d);
+      const vf4 t0 = __builtin_shufflevector(a, b, 0, 4, 1, 5), t1 = __builtin_shufflevector(a, b, 2, 6, 3, 7);
+      const vf4 t2 = __builtin_shufflevector(c, e, 0, 4, 1, 5), t3 = __builtin_shufflevector(c, e, 2, 6, 3, 7);
+      float* out = kt + d * kKeyBlock + j0;
+      store<vf4>(out, __builtin_shufflevector(t0, t2, 0, 1, 4, 5));
+      store<vf4>(out + kKeyBlock, __builtin_shufflevector(t0, t2, 2, 3, 6, 7));
+      store<vf4>(out + 2 * kKeyBlock, __builtin_shufflevector(t1, t3, 0, 1, 4, 5));
+      store<vf4>(out + 3 * kKeyBlock, __builtin_shufflevector(t1, t3, 2, 3, 6, 7));
+    }
+    for (; d < D; ++d) {
+      for (int64_t i = 0; i < 4; ++i) {
+        kt[d * kKeyBlock + j0 + i] = r[i][d];
+      }
+    }
+  }
+}
+
+// exp(x) lane-wise for x <= 0 (scores minus their running max): 2^n * e^r with |r| <= ln2/2 and
+// a degree-7 Taylor polynomial (relative error < 1e-8 before float rounding); x below -87 gives
+// e^-87 (~1e-38) instead of a denormal or zero, which no softmax sum can notice.
+template <class V>
+EO_ALWAYS_INLINE inline V exp_nonpositive(V x) {
+  const V lo = V{} - 87.0f;
+  x = x < lo ? lo : x;
+  const V round = V{} + 12582912.0f;  // 1.5 * 2^23: adding and subtracting rounds to an integer
+  const V n = (x * 1.44269504088896341f + round) - round;
+  const V r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
+  V p = V{} + (1.0f / 5040.0f);
+  p = p * r + (1.0f / 720.0f);
+  p = p * r + (1.0f / 120.0f);
+  p = p * r + (1.0f / 24.0f);
+  p = p * r + (1.0f / 6.0f);
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const IntVec<V> bits = (__builtin_convertvector(n, IntVec<V>) + 127) << 23;
+  V scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
+// w[j] = exp(s[j] - m) for j in [a, b] (vector body, scalar-width tail through a padded vector).
+template <class V>
+EO_ALWAYS_INLINE inline float exp_shifted(float* s, int64_t a, int64_t b, float m) {
+  constexpr int64_t L = kLanes<V>;
+  V total = {};
+  int64_t j = a;
+  for (; j + L <= b + 1; j += L) {
+    const V w = exp_nonpositive<V>(load<V>(s + j) - m);
+    store<V>(s + j, w);
+    total += w;
+  }
+  float sum = 0.0f;
+  for (int64_t i = 0; i < L; ++i) {
+    sum += total[i];
+  }
+  if (j <= b) {
+    const int64_t rest = b + 1 - j;
+    float tail[L];
+    for (int64_t i = 0; i < L; ++i) {
+      tail[i] = i < rest ? s[j + i] - m : 0.0f;
+    }
+    const V w = exp_nonpositive<V>(load<V>(tail));
+    for (int64_t i = 0; i < rest; ++i) {
+      s[j + i] = w[i];
+      sum += w[i];
+    }
+  }
+  return sum;
+}
+
+// acc[r] += sum_j w[r][j] * v[j] for R <= 4 rows, keys j in [ja, jb]: each value row is loaded
+// once for all R rows.
+template <class V, int R>
+EO_ALWAYS_INLINE inline void axpy_rows(float* const* acc, const float* const* w, const float* const* vrows,
+                                       int64_t ja, int64_t jb, int64_t D) {
   constexpr int64_t L = kLanes<V>;
   int64_t d = 0;
   for (; d + 2 * L <= D; d += 2 * L) {
-    V a0 = load<V>(acc[0] + d), a1 = load<V>(acc[1] + d), a2 = load<V>(acc[2] + d), a3 = load<V>(acc[3] + d);
-    V b0 = load<V>(acc[0] + d + L), b1 = load<V>(acc[1] + d + L), b2 = load<V>(acc[2] + d + L),
-      b3 = load<V>(acc[3] + d + L);
+    V a[R], b[R];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      a[r] = load<V>(acc[r] + d);
+      b[r] = load<V>(acc[r] + d + L);
+    }
     for (int64_t j = ja; j <= jb; ++j) {
       const V v0 = load<V>(vrows[j] + d);
       const V v1 = load<V>(vrows[j] + d + L);
-      const float w0 = w[0][j], w1 = w[1][j], w2 = w[2][j], w3 = w[3][j];
-      a0 += w0 * v0;
-      b0 += w0 * v1;
-      a1 += w1 * v0;
-      b1 += w1 * v1;
-      a2 += w2 * v0;
-      b2 += w2 * v1;
-      a3 += w3 * v0;
-      b3 += w3 * v1;
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        a[r] += w[r][j] * v0;
+        b[r] += w[r][j] * v1;
+      }
     }
-    store<V>(acc[0] + d, a0);
-    store<V>(acc[1] + d, a1);
-    store<V>(acc[2] + d, a2);
-    store<V>(acc[3] + d, a3);
-    store<V>(acc[0] + d + L, b0);
-    store<V>(acc[1] + d + L, b1);
-    store<V>(acc[2] + d + L, b2);
-    store<V>(acc[3] + d + L, b3);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      store<V>(acc[r] + d, a[r]);
+      store<V>(acc[r] + d + L, b[r]);
+    }
   }
   for (; d < D; ++d) {
     for (int64_t j = ja; j <= jb; ++j) {
-      for (int r = 0; r < 4; ++r) {
+      for (int r = 0; r < R; ++r) {
         acc[r][d] += w[r][j] * vrows[j][d];
       }
     }
+  }
+}
+
+// axpy_rows for the first `real` rows of a group of four (the rest are padding).
+template <class V>
+EO_ALWAYS_INLINE inline void axpy_group(int64_t real, float* const* acc, const float* const* w,
+                                        const float* const* vrows, int64_t ja, int64_t jb, int64_t D) {
+  switch (real) {
+    case 1:
+      axpy_rows<V, 1>(acc, w, vrows, ja, jb, D);
+      break;
+    case 2:
+      axpy_rows<V, 2>(acc, w, vrows, ja, jb, D);
+      break;
+    case 3:
+      axpy_rows<V, 3>(acc, w, vrows, ja, jb, D);
+      break;
+    default:
+      axpy_rows<V, 4>(acc, w, vrows, ja, jb, D);
+      break;
   }
 }
 
@@ -265,6 +473,7 @@ struct RowSet {
   std::vector<int64_t> lo, hi;  // inclusive absolute key positions each row attends to
   std::vector<float> acc, scores, m, l;
   std::vector<const float*> krows, vrows;
+  std::vector<float> kt;  // the key block transposed [D][kKeyBlock] (many rows only)
 };
 
 template <class V>
@@ -277,6 +486,12 @@ EO_ALWAYS_INLINE inline void attend_rows(RowSet& rs, int64_t rows, const float* 
   rs.l.assign(static_cast<std::size_t>(padded), 0.0f);
   rs.krows.resize(kKeyBlock);
   rs.vrows.resize(kKeyBlock);
+  // Few rows (decode): dot products straight from the cache rows. Many rows (prefill): transpose
+  // each key block once, then register-tiled scores.
+  const bool transposed = padded >= kTransposeRows;
+  if (transposed) {
+    rs.kt.assign(static_cast<std::size_t>(D * kKeyBlock), 0.0f);
+  }
   int64_t first = std::numeric_limits<int64_t>::max();
   int64_t last = std::numeric_limits<int64_t>::min();
   for (int64_t r = 0; r < rows; ++r) {
@@ -292,6 +507,9 @@ EO_ALWAYS_INLINE inline void attend_rows(RowSet& rs, int64_t rows, const float* 
       rs.krows[j] = kbase + slot * k_step;
       rs.vrows[j] = vbase + slot * v_step;
       slot = slot + 1 == C ? 0 : slot + 1;
+    }
+    if (transposed) {
+      transpose_keys(rs.krows.data(), n, D, rs.kt.data());
     }
     for (int64_t r0 = 0; r0 < padded; r0 += 4) {
       // Block-local key range [ja, jb] each row of this group of four attends to.
@@ -309,20 +527,17 @@ EO_ALWAYS_INLINE inline void attend_rows(RowSet& rs, int64_t rows, const float* 
       if (ga > gb) {
         continue;
       }
-      const float* qrows[4];
       float* srows[4];
       float* arows[4];
       for (int u = 0; u < 4; ++u) {
-        qrows[u] = rs.q[r0 + u];
         srows[u] = rs.scores.data() + (r0 + u) * kKeyBlock;
         arows[u] = rs.acc.data() + (r0 + u) * D;
       }
-      for (int64_t j = ga; j <= gb; ++j) {
-        float s4[4];
-        dot4<V>(qrows, rs.krows[j], D, s4);
-        for (int u = 0; u < 4; ++u) {
-          srows[u][j] = s4[u];
-        }
+      if (transposed) {
+        const float* qrows[4] = {rs.q[r0], rs.q[r0 + 1], rs.q[r0 + 2], rs.q[r0 + 3]};
+        const int64_t c0 = ga / kLanes<V>;
+        const int64_t c1 = c0 + (gb / kLanes<V> - c0 + kChunks<V>) / kChunks<V> * kChunks<V>;
+        scores_4rows<V>(qrows, rs.kt.data(), c0, std::min(c1, kKeyBlock / kLanes<V>), D, srows);
       }
       for (int u = 0; u < 4; ++u) {
         float* s = srows[u];
@@ -330,6 +545,11 @@ EO_ALWAYS_INLINE inline void attend_rows(RowSet& rs, int64_t rows, const float* 
         if (ja[u] > jb[u]) {
           std::fill(s + ga, s + gb + 1, 0.0f);  // no key for this row here: zero weights
           continue;
+        }
+        if (!transposed) {
+          for (int64_t j = ja[u]; j <= jb[u]; j += kLanes<V>) {
+            dot_keys<V>(rs.q[r], rs.krows.data() + j, std::min(kLanes<V>, jb[u] + 1 - j), D, s + j);
+          }
         }
         float block_max = -std::numeric_limits<float>::infinity();
         for (int64_t j = ja[u]; j <= jb[u]; ++j) {
@@ -344,71 +564,98 @@ EO_ALWAYS_INLINE inline void attend_rows(RowSet& rs, int64_t rows, const float* 
         if (rs.l[r] > 0.0f && new_m > rs.m[r]) {
           const float corr = std::exp(rs.m[r] - new_m);
           rs.l[r] *= corr;
-          float* a = arows[u];
+          float* acc = arows[u];
           for (int64_t d = 0; d < D; ++d) {
-            a[d] *= corr;
+            acc[d] *= corr;
           }
         }
         rs.m[r] = new_m;
-        float sum = 0.0f;
-        for (int64_t j = ga; j <= gb; ++j) {
-          const bool in = j >= ja[u] && j <= jb[u];
-          const float w = in ? std::exp(s[j] - new_m) : 0.0f;
-          s[j] = w;
-          sum += w;
-        }
-        rs.l[r] += sum;
+        std::fill(s + ga, s + ja[u], 0.0f);  // keys of the group this row does not see
+        std::fill(s + jb[u] + 1, s + gb + 1, 0.0f);
+        rs.l[r] += exp_shifted<V>(s, ja[u], jb[u], new_m);
       }
-      axpy4<V>(arows, srows, rs.vrows.data(), ga, gb, D);
+      axpy_group<V>(std::min<int64_t>(4, rows - r0), arows, srows, rs.vrows.data(), ga, gb, D);
     }
   }
   for (int64_t r = 0; r < rows; ++r) {
     const float inv = rs.l[r] > 0.0f ? 1.0f / rs.l[r] : 0.0f;
     const float* a = rs.acc.data() + r * D;
-    for (int64_t d = 0; d < D; ++d) {
-      rs.out[r][d] = a[d] * inv;
+    float* o = rs.out[r];
+    int64_t d = 0;
+    for (; d + kLanes<V> <= D; d += kLanes<V>) {
+      store<V>(o + d, load<V>(a + d) * inv);
+    }
+    for (; d < D; ++d) {
+      o[d] = a[d] * inv;
     }
   }
 }
 
 
-#if defined(__x86_64__) && !defined(EO_NO_RUNTIME_DISPATCH)
-#define EO_X86_DISPATCH 1
-typedef float vf8 __attribute__((vector_size(32)));
-
+#if EO_X86_DISPATCH
 __attribute__((target("avx2,fma"))) inline void attend_rows_avx2(RowSet& rs, int64_t rows, const float* kbase,
                                                                   const float* vbase, int64_t k_step,
                                                                   int64_t v_step, int64_t D, int64_t C,
                                                                   const RingSdpaParams& p) {
   attend_rows<vf8>(rs, rows, kbase, vbase, k_step, v_step, D, C, p);
 }
-#else
-#define EO_X86_DISPATCH 0
+
+__attribute__((target("avx512f"))) inline void attend_rows_avx512(RowSet& rs, int64_t rows, const float* kbase,
+                                                                   const float* vbase, int64_t k_step,
+                                                                   int64_t v_step, int64_t D, int64_t C,
+                                                                   const RingSdpaParams& p) {
+  attend_rows<vf16>(rs, rows, kbase, vbase, k_step, v_step, D, C, p);
+}
 #endif
 
-// Whether this CPU takes the AVX2/FMA path (x86-64 only; other targets use vf4). Setting
-// EO_KERNELS_GENERIC_SIMD=1 in the environment forces the portable vf4 path (tests use it).
-inline bool uses_avx2() {
+enum class Simd { kGeneric, kAvx2, kAvx512 };
+
+// The vector path this process takes: the widest the CPU has (x86-64: AVX-512F, else AVX2+FMA;
+// other targets: 128-bit vf4). EO_KERNELS_SIMD=generic|avx2 in the environment caps it (tests
+// run every path on one machine). Chosen once per process.
+inline Simd simd_path() {
 #if EO_X86_DISPATCH
-  static const bool avx2 = [] {
-    const char* generic = std::getenv("EO_KERNELS_GENERIC_SIMD");
-    if (generic != nullptr && generic[0] != '\0' && generic[0] != '0') {
-      return false;
+  static const Simd path = [] {
+    const char* cap = std::getenv("EO_KERNELS_SIMD");
+    const std::string_view want = cap == nullptr ? "avx512" : cap;
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (want == "generic" || !avx2) {
+      return Simd::kGeneric;
     }
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (want == "avx2" || !__builtin_cpu_supports("avx512f")) {
+      return Simd::kAvx2;
+    }
+    return Simd::kAvx512;
   }();
-  return avx2;
+  return path;
 #else
-  return false;
+  return Simd::kGeneric;
 #endif
+}
+
+inline const char* simd_name() {
+  switch (simd_path()) {
+    case Simd::kAvx512:
+      return "avx512f (runtime dispatch)";
+    case Simd::kAvx2:
+      return "avx2+fma (runtime dispatch)";
+    default:
+      return "128-bit vectors (SSE/NEON)";
+  }
 }
 
 inline void attend_rows_any(RowSet& rs, int64_t rows, const float* kbase, const float* vbase, int64_t k_step,
                             int64_t v_step, int64_t D, int64_t C, const RingSdpaParams& p) {
 #if EO_X86_DISPATCH
-  if (uses_avx2()) {
-    attend_rows_avx2(rs, rows, kbase, vbase, k_step, v_step, D, C, p);
-    return;
+  switch (simd_path()) {
+    case Simd::kAvx512:
+      attend_rows_avx512(rs, rows, kbase, vbase, k_step, v_step, D, C, p);
+      return;
+    case Simd::kAvx2:
+      attend_rows_avx2(rs, rows, kbase, vbase, k_step, v_step, D, C, p);
+      return;
+    default:
+      break;
   }
 #endif
   attend_rows<vf4>(rs, rows, kbase, vbase, k_step, v_step, D, C, p);
