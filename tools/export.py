@@ -99,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--native_kernels",
         action="store_true",
-        help="sliding-window and softcapped attention on our C++ kernels (exact-size rings, no masks); "
-        "the runtime must load libeo_et_kernels.so (//tools:generate does)",
+        help="all attention on our C++ kernels (faster prefill; sliding layers get exact-size rings, "
+        "no masks); the runtime must load libeo_et_kernels.so (//tools:generate and "
+        "//tools:benchmark do), so ExecuTorch's stock runners need it linked in",
     )
     p.add_argument(
         "--full_logits",

@@ -27,8 +27,8 @@ class CausalLMExportableModule(torch.nn.Module):
         use_custom_sdpa: ExecuTorch's fused SDPA op; False uses plain PyTorch attention.
         last_logits_only: return logits of the last position only ([1, 1, V]), so a
             prefill of N tokens computes one row of the vocabulary projection, not N.
-        native_kernels: sliding-window and softcapped attention on our C++ kernels
-            (`eo::ring_update_cache`, `eo::ring_sdpa`); the runtime must load
+        native_kernels: all attention on our C++ kernels (`eo::ring_sdpa`; sliding layers
+            also `eo::ring_update_cache`); the runtime must load
             libeo_et_kernels.so (executorch_optimum.kernels.load_et_kernels()).
     """
 

@@ -75,9 +75,10 @@ def make_attention(
 ) -> AttentionFn:
     """The attention function for a model running on `cache` (custom SDPA, ring aware).
 
-    `native_kernels` sends ring layers and softcapped layers to our `eo::ring_sdpa` (window,
-    GQA, scale and softcap in one kernel, no mask tensor); ring layers of our own kind
-    (EORingLayer) always take it.
+    `native_kernels` sends every layer to our `eo::ring_sdpa` (window, GQA, scale and softcap in
+    one kernel, no mask tensor; it reads a full layer's `llama::update_cache` storage, slot =
+    position, as a ring that never wraps); ring layers of our own kind (EORingLayer) always
+    take it.
     """
 
     def attention(
@@ -100,9 +101,10 @@ def make_attention(
         window = _layer_window(layer, sliding_window)
         q = query.transpose(1, 2)  # [B, S, H, D]
         positions = cache.positions.tensor
-        if isinstance(layer, EORingLayer) or (native_kernels and softcap):
-            from executorch_optimum.kernels import NO_WINDOW
+        if isinstance(layer, EORingLayer) or native_kernels:
+            from executorch_optimum.kernels import NO_WINDOW, load_torch_ops
 
+            load_torch_ops()
             start = cache.positions.start()
             limit = NO_WINDOW if window is None else window
             return torch.ops.eo.ring_sdpa(q, key, value, start, limit, scale, float(softcap or 0.0)), None

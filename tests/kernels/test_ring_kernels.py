@@ -133,7 +133,9 @@ def test_full_layer_on_linear_cache_is_causal_attention():
         outs.append(kernels.ring_sdpa(q, k_cache, v_cache, pos, 10**9, 0.3, 0.0))
         qs, ks, vs = qs + [q], ks + [k], vs + [v]
         pos += seq
-    torch.testing.assert_close(torch.cat(outs, 1).double(), _causal_reference(qs, ks, vs, 0.3), rtol=1e-4, atol=2e-5)
+    torch.testing.assert_close(
+        torch.cat(outs, 1).double(), _causal_reference(qs, ks, vs, 0.3), rtol=1e-4, atol=2e-5
+    )
 
 
 def _causal_reference(qs, ks, vs, scale):

@@ -1,5 +1,6 @@
-"""Our C++ ring kernels plugged into the caches and attention: Gemma 3 and Gemma 2 shaped
-models (prompt 3x the window, 64 decode steps) match eager, in export and in a .pte."""
+"""Our C++ kernels plugged into the caches and attention match eager, in export and in a .pte:
+Gemma 3 and Gemma 2 shaped models (rings; prompt 3x the window, 64 decode steps), and Llama and
+Qwen3 shaped ones (full attention on eo::ring_sdpa)."""
 
 import copy
 
@@ -61,5 +62,48 @@ def test_pte_with_native_kernels_matches_eager(arch, tmp_path):
     method = Runtime.get().load_program(pte).load_method("forward")
     got = program_trace(
         lambda ids, pos: method.execute([ids, pos])[0], prompt, STEPS, 3 * WINDOW, want.tokens
+    )
+    assert_same_run(got, want)
+
+
+# Full attention on eo::ring_sdpa: a prompt across two of the kernel's 64-key blocks, in one
+# call (the many-row prefill path) and in chunks, then single-token decode (the few-row path).
+FULL_PROMPT = 70
+FULL_STEPS = 20
+
+
+def _full_case(arch):
+    model = tiny_model(arch)
+    prompt = torch.randint(3, model.config.vocab_size, (1, FULL_PROMPT))
+    return model, prompt, eager_trace(model, prompt, FULL_STEPS)
+
+
+def _full_module(model, max_seq_len):
+    return CausalLMExportableModule(
+        copy.deepcopy(model), max_seq_len=max_seq_len, max_context_len=96, native_kernels=True
+    )
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+@pytest.mark.parametrize("max_seq_len", [FULL_PROMPT, 32], ids=["one_call", "chunks_of_32"])
+def test_full_attention_on_native_kernels_matches_eager(arch, max_seq_len):
+    model, prompt, want = _full_case(arch)
+    program = _full_module(model, max_seq_len).export()["forward"]
+    targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    assert "eo.ring_sdpa.default" in targets
+    assert "llama.custom_sdpa.default" not in targets
+    got = program_trace(program.module(), prompt, FULL_STEPS, chunk=max_seq_len, forced=want.tokens)
+    assert_same_run(got, want)
+
+
+def test_pte_full_attention_on_native_kernels_matches_eager(tmp_path):
+    model, prompt, want = _full_case("llama")
+    lowered = export_to_executorch_with_xnnpack(_full_module(model, FULL_PROMPT))
+    pte = tmp_path / "model.pte"
+    pte.write_bytes(lowered.buffer)
+    kernels.load_et_kernels()
+    method = Runtime.get().load_program(pte).load_method("forward")
+    got = program_trace(
+        lambda ids, pos: method.execute([ids, pos])[0], prompt, FULL_STEPS, FULL_PROMPT, want.tokens
     )
     assert_same_run(got, want)
