@@ -180,6 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="export: KV-cache length (default: the model's limit, at most 2048)",
     )
+    p.add_argument(
+        "--native_kernels",
+        action="store_true",
+        help="export ours with all attention on our C++ kernels (exporter 'ours+eo_kernels'; the "
+        "runtime here loads libeo_et_kernels.so, ExecuTorch's stock runners would need it linked); "
+        "ratios are then that program's",
+    )
     p.add_argument("--no_eager", action="store_true", help="skip the eager transformers baseline")
     p.add_argument(
         "--compare",
@@ -226,7 +233,11 @@ def _plan(args: argparse.Namespace):  # noqa: ANN202 (returns config, exporters,
             f"--max_context_len ({args.max_context_len})"
         )
     exporters: list[Exporter] = [
-        OurExporter(max_seq_len=args.max_seq_len, max_context_len=args.max_context_len)
+        OurExporter(
+            max_seq_len=args.max_seq_len,
+            max_context_len=args.max_context_len,
+            native_kernels=args.native_kernels,
+        )
     ]
     available = comparison_exporters()
     for name in dict.fromkeys(args.compare):

@@ -147,11 +147,14 @@ def source_version(root: Path = PACKAGE_DIR, exclude: tuple[str, ...] = ("benchm
 class OurExporter:
     """executorch_optimum's exporter, in a child process (`export_child`)."""
 
-    name = "ours"
-
-    def __init__(self, max_seq_len: int = 128, max_context_len: int | None = None) -> None:
+    def __init__(
+        self, max_seq_len: int = 128, max_context_len: int | None = None, native_kernels: bool = False
+    ) -> None:
         self.max_seq_len = max_seq_len
         self.max_context_len = max_context_len
+        # All attention on our C++ kernels: the runtime that measures it loads libeo_et_kernels.so.
+        self.native_kernels = native_kernels
+        self.name = "ours+eo_kernels" if native_kernels else "ours"
         # Hashed once: every export of one run is keyed by the same source version.
         self._source = source_version()
 
@@ -162,6 +165,7 @@ class OurExporter:
                 "versions": library_versions("torch", "executorch", "torchao", "transformers"),
                 "max_seq_len": self.max_seq_len,
                 "max_context_len": self.max_context_len,
+                "native_kernels": self.native_kernels,
             },
             sort_keys=True,
         )
@@ -181,6 +185,7 @@ class OurExporter:
             "qembedding_group_size": spec.qembedding_group_size,
             "max_seq_len": self.max_seq_len,
             "max_context_len": self.max_context_len,
+            "native_kernels": self.native_kernels,
         }
         request_file = out_dir / "request.json"
         request_file.write_text(json.dumps(request, indent=2) + "\n")

@@ -110,6 +110,10 @@ class Benchmark:
         from executorch_optimum.runtime.threads import configure_threads
 
         cfg = self.config
+        if any(getattr(exporter, "native_kernels", False) for exporter in self.exporters):
+            from executorch_optimum import kernels
+
+            kernels.load_et_kernels()
         threads = configure_threads(cfg.threads)
         if threads != cfg.threads:
             self.progress(f"warning: ExecuTorch threadpool has {threads} threads, asked for {cfg.threads}")

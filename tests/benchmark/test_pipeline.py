@@ -182,3 +182,36 @@ def test_fresh_re_exports_with_the_named_exporters_only(work: Path, exported: di
     config.fresh = frozenset({"copy"})
     ours, theirs = Benchmark(config, [exported["exporter"], copy], Progress(quiet=True)).run().rows
     assert ours.export.cached and not theirs.export.cached
+
+
+def test_native_kernels_export_is_measured_with_our_kernels(
+    work: Path, exported: dict, tmp_path: Path
+) -> None:
+    """`--native_kernels`: ours exports with every attention on eo::ring_sdpa, a cache entry of
+    its own, and the runtime (which loads our kernels) still gives eager's greedy tokens."""
+    from executorch_optimum.benchmark.cli import main
+    from executorch_optimum.benchmark.results import from_json
+
+    out = tmp_path / "results"
+    argv = ["--models", MODEL, "--variants", "fp32", "--plot_models", "", "--work_dir", str(work)]
+    argv += ["--out_dir", str(out), "--max_seq_len", str(MAX_SEQ_LEN), "--max_context_len", str(MAX_CONTEXT)]
+    argv += [
+        "--prompt_len",
+        "20",
+        "--new_tokens",
+        "8",
+        "--repeats",
+        "1",
+        "--threads",
+        "1",
+        "--native_kernels",
+    ]
+    assert main(argv) == 0
+    (row,) = from_json((out / "results.json").read_text()).rows
+    assert row.exporter == "ours+eo_kernels" and not row.export.cached
+    assert row.tokens_match_eager is True
+    native_exporter = OurExporter(max_seq_len=MAX_SEQ_LEN, max_context_len=MAX_CONTEXT, native_kernels=True)
+    entry = workdir.export_entry(work, native_exporter, MODEL, "fp32", exported["key"])
+    native, stock = (entry / "model.pte").read_bytes(), Path(exported["measured"].pte).read_bytes()
+    assert b"ring_sdpa" in native and b"custom_sdpa" not in native
+    assert b"custom_sdpa" in stock and b"ring_sdpa" not in stock
