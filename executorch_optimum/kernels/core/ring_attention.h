@@ -285,9 +285,14 @@ EO_ALWAYS_INLINE inline void dot_keys(const float* q, const float* const* k, int
   }
 }
 
-// Keys per pass of scores_4rows: 4 rows x kChunks<V> vectors of accumulators stay in registers.
+// Vectors of keys per pass of scores_4rows: 4 rows x kChunks<V> accumulators stay in registers.
+// A pass (kChunks<V> * kLanes<V> keys) divides kKeyBlock.
 template <class V>
 inline constexpr int64_t kChunks = kLanes<V> >= 16 ? 4 : 2;
+static_assert(kKeyBlock % (kChunks<vf4> * kLanes<vf4>) == 0);
+#if EO_X86_DISPATCH
+static_assert(kKeyBlock % (kChunks<vf8> * kLanes<vf8>) == 0 && kKeyBlock % (kChunks<vf16> * kLanes<vf16>) == 0);
+#endif
 
 // s[r][j] = <q[r], key j> for four rows and the keys j in [c0 * L, c1 * L) of a block stored
 // transposed (kt[d * kKeyBlock + j]): a 4 x (kChunks * L) register tile per pass, one broadcast
@@ -535,9 +540,9 @@ EO_ALWAYS_INLINE inline void attend_rows(RowSet& rs, int64_t rows, const float* 
       }
       if (transposed) {
         const float* qrows[4] = {rs.q[r0], rs.q[r0 + 1], rs.q[r0 + 2], rs.q[r0 + 3]};
-        const int64_t c0 = ga / kLanes<V>;
-        const int64_t c1 = c0 + (gb / kLanes<V> - c0 + kChunks<V>) / kChunks<V> * kChunks<V>;
-        scores_4rows<V>(qrows, rs.kt.data(), c0, std::min(c1, kKeyBlock / kLanes<V>), D, srows);
+        // Whole passes of kChunks vectors covering [ga, gb]; kKeyBlock is a multiple of a pass.
+        constexpr int64_t pass = kChunks<V> * kLanes<V>;
+        scores_4rows<V>(qrows, rs.kt.data(), ga / pass * kChunks<V>, (gb / pass + 1) * kChunks<V>, D, srows);
       }
       for (int u = 0; u < 4; ++u) {
         float* s = srows[u];
