@@ -118,24 +118,38 @@ def test_restart_at_zero_ignores_stale_slots():
 
 def test_full_layer_on_linear_cache_is_causal_attention():
     """C = max context, no window: the ring never wraps, and ring_sdpa is exact causal SDPA."""
+    _run_linear_cache(
+        batch=2,
+        q_heads=6,
+        kv_heads=2,
+        head_dim=16,
+        context=32,
+        chunks=(9, 1, 1, 15, 1, 5),
+        scale=0.3,
+        window=10**9,
+    )
+
+
+def _run_linear_cache(batch, q_heads, kv_heads, head_dim, context, chunks, scale, window, sharpness=1.0):
+    """Chunks written in order into [B, context] caches that never wrap, each chunk attending via
+    ring_sdpa, against one causal SDPA over the whole sequence (float64). Unwritten slots hold
+    NaN, so reading one fails the comparison."""
     kernels.load_torch_ops()
-    batch, q_heads, kv_heads, head_dim, context = 2, 6, 2, 16, 32
-    k_cache = torch.zeros(batch, context, kv_heads, head_dim)
-    v_cache = torch.zeros(batch, context, kv_heads, head_dim)
-    ks, vs, outs, qs = [], [], [], []
+    k_cache = torch.full((batch, context, kv_heads, head_dim), float("nan"))
+    v_cache = torch.full((batch, context, kv_heads, head_dim), float("nan"))
+    qs, ks, vs, outs = [], [], [], []
     pos = 0
-    for seq in (9, 1, 1, 15, 1, 5):
-        q = torch.randn(batch, seq, q_heads, head_dim)
+    for seq in chunks:
+        q = torch.randn(batch, seq, q_heads, head_dim) * sharpness
         k = torch.randn(batch, seq, kv_heads, head_dim)
         v = torch.randn(batch, seq, kv_heads, head_dim)
         kernels.ring_update_cache(k, k_cache, pos)
         kernels.ring_update_cache(v, v_cache, pos)
-        outs.append(kernels.ring_sdpa(q, k_cache, v_cache, pos, 10**9, 0.3, 0.0))
+        outs.append(kernels.ring_sdpa(q, k_cache, v_cache, pos, window, scale, 0.0))
         qs, ks, vs = qs + [q], ks + [k], vs + [v]
         pos += seq
-    torch.testing.assert_close(
-        torch.cat(outs, 1).double(), _causal_reference(qs, ks, vs, 0.3), rtol=1e-4, atol=2e-5
-    )
+    want = _causal_reference(qs, ks, vs, scale)
+    torch.testing.assert_close(torch.cat(outs, 1).double(), want, rtol=1e-4, atol=2e-5)
 
 
 def _causal_reference(qs, ks, vs, scale):
@@ -165,24 +179,18 @@ def test_long_prefill_and_decode_match_reference(name):
 
 
 def _run_long_sequence(q_heads: int, kv_heads: int, head_dim: int, sharpness: float) -> None:
-    kernels.load_torch_ops()
     torch.manual_seed(1)
-    context = 320
-    k_cache = torch.full((1, context, kv_heads, head_dim), float("nan"))
-    v_cache = torch.full((1, context, kv_heads, head_dim), float("nan"))
-    qs, ks, vs, outs = [], [], [], []
-    pos = 0
-    for seq in (128, 1, 1, 63, 64, 1, 45, 1):
-        q = torch.randn(1, seq, q_heads, head_dim) * sharpness
-        k = torch.randn(1, seq, kv_heads, head_dim)
-        v = torch.randn(1, seq, kv_heads, head_dim)
-        kernels.ring_update_cache(k, k_cache, pos)
-        kernels.ring_update_cache(v, v_cache, pos)
-        outs.append(kernels.ring_sdpa(q, k_cache, v_cache, pos, kernels.NO_WINDOW, head_dim**-0.5, 0.0))
-        qs, ks, vs = qs + [q], ks + [k], vs + [v]
-        pos += seq
-    want = _causal_reference(qs, ks, vs, head_dim**-0.5)
-    torch.testing.assert_close(torch.cat(outs, 1).double(), want, rtol=1e-4, atol=2e-5)
+    _run_linear_cache(
+        1,
+        q_heads,
+        kv_heads,
+        head_dim,
+        320,
+        (128, 1, 1, 63, 64, 1, 45, 1),
+        head_dim**-0.5,
+        kernels.NO_WINDOW,
+        sharpness,
+    )
 
 
 def test_strided_inputs_are_read_in_place():

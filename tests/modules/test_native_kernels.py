@@ -30,13 +30,26 @@ def _case(arch, **overrides):
     return model, prompt, eager_trace(model, prompt, STEPS)
 
 
-def _module(model, max_seq_len):
-    module = CausalLMExportableModule(
+def _native_module(model, max_seq_len):
+    return CausalLMExportableModule(
         copy.deepcopy(model), max_seq_len=max_seq_len, max_context_len=96, native_kernels=True
     )
+
+
+def _module(model, max_seq_len):
+    module = _native_module(model, max_seq_len)
     rings = [layer for layer in module.cache.layers if isinstance(layer, EORingLayer)]
     assert rings and all(r.capacity == WINDOW + max_seq_len - 1 for r in rings)
     return module
+
+
+def _pte_trace(module, tmp_path, prompt, steps, chunk, forced):
+    """Lowers `module`, runs it in the ExecuTorch runtime with our kernels loaded, greedy."""
+    pte = tmp_path / "model.pte"
+    pte.write_bytes(export_to_executorch_with_xnnpack(module).buffer)
+    kernels.load_et_kernels()
+    method = Runtime.get().load_program(pte).load_method("forward")
+    return program_trace(lambda ids, pos: method.execute([ids, pos])[0], prompt, steps, chunk, forced)
 
 
 @pytest.mark.parametrize("arch", ["gemma3", "gemma2"])
@@ -55,14 +68,7 @@ def test_pte_with_native_kernels_matches_eager(arch, tmp_path):
     # Two layers (one sliding, one global) keep the lowering fast.
     pattern = {"sliding_window_pattern": 2} if arch == "gemma3" else {}
     model, prompt, want = _case(arch, num_hidden_layers=2, **pattern)
-    lowered = export_to_executorch_with_xnnpack(_module(model, 3 * WINDOW))
-    pte = tmp_path / "model.pte"
-    pte.write_bytes(lowered.buffer)
-    kernels.load_et_kernels()
-    method = Runtime.get().load_program(pte).load_method("forward")
-    got = program_trace(
-        lambda ids, pos: method.execute([ids, pos])[0], prompt, STEPS, 3 * WINDOW, want.tokens
-    )
+    got = _pte_trace(_module(model, 3 * WINDOW), tmp_path, prompt, STEPS, 3 * WINDOW, want.tokens)
     assert_same_run(got, want)
 
 
@@ -78,17 +84,11 @@ def _full_case(arch):
     return model, prompt, eager_trace(model, prompt, FULL_STEPS)
 
 
-def _full_module(model, max_seq_len):
-    return CausalLMExportableModule(
-        copy.deepcopy(model), max_seq_len=max_seq_len, max_context_len=96, native_kernels=True
-    )
-
-
 @pytest.mark.parametrize("arch", ["llama", "qwen3"])
 @pytest.mark.parametrize("max_seq_len", [FULL_PROMPT, 32], ids=["one_call", "chunks_of_32"])
 def test_full_attention_on_native_kernels_matches_eager(arch, max_seq_len):
     model, prompt, want = _full_case(arch)
-    program = _full_module(model, max_seq_len).export()["forward"]
+    program = _native_module(model, max_seq_len).export()["forward"]
     targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
     assert "eo.ring_sdpa.default" in targets
     assert "llama.custom_sdpa.default" not in targets
@@ -98,12 +98,7 @@ def test_full_attention_on_native_kernels_matches_eager(arch, max_seq_len):
 
 def test_pte_full_attention_on_native_kernels_matches_eager(tmp_path):
     model, prompt, want = _full_case("llama")
-    lowered = export_to_executorch_with_xnnpack(_full_module(model, FULL_PROMPT))
-    pte = tmp_path / "model.pte"
-    pte.write_bytes(lowered.buffer)
-    kernels.load_et_kernels()
-    method = Runtime.get().load_program(pte).load_method("forward")
-    got = program_trace(
-        lambda ids, pos: method.execute([ids, pos])[0], prompt, FULL_STEPS, FULL_PROMPT, want.tokens
+    got = _pte_trace(
+        _native_module(model, FULL_PROMPT), tmp_path, prompt, FULL_STEPS, FULL_PROMPT, want.tokens
     )
     assert_same_run(got, want)
