@@ -301,7 +301,7 @@ def export_model(options: ExportOptions, progress: Progress = print) -> ExportRe
     timings: dict[str, float] = {}
     with _phase("load", timings, progress):
         model = _load_model(options)
-    if options.fuse_projections and options.task == TEXT_GENERATION:
+    if options.fuse_projections:
         with _phase("fuse", timings, progress):
             from executorch_optimum.modules import fuse_shared_input_projections
 

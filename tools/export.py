@@ -107,8 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no_fuse_projections",
         action="store_true",
         help="keep sibling projections that read the same input (q/k/v, gate/up) as separate "
-        "linears; by default each such group runs as one linear (same results, faster decode; "
-        "text-generation only)",
+        "linears; by default each such group runs as one linear (same results, faster decode)",
     )
     p.add_argument(
         "--full_logits",

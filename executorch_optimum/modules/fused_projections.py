@@ -105,7 +105,8 @@ def _sibling_groups(model: torch.nn.Module, probe: dict) -> list[tuple[torch.nn.
 def fuse_shared_input_projections(model: torch.nn.Module) -> int:
     """Fuses every group of sibling linears that read the same tensor; returns the group count.
 
-    `model` is a Hugging Face causal LM (the probe calls it with two tokens). Call it before
+    `model` is a Hugging Face causal LM or image-text-to-text model (the probe calls it with two
+    text tokens, so a vision tower keeps its separate projections). Call it before
     quantization: the fused linear is an ordinary nn.Linear to quantize, and linears whose
     weights are already quantized are left as they are.
     """
