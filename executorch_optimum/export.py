@@ -63,7 +63,6 @@ class ExportOptions:
     report: Path | None = None
     last_logits_only: bool = True
     native_kernels: bool = False
-    fuse_projections: bool = True
 
 
 @dataclass
@@ -301,12 +300,6 @@ def export_model(options: ExportOptions, progress: Progress = print) -> ExportRe
     timings: dict[str, float] = {}
     with _phase("load", timings, progress):
         model = _load_model(options)
-    if options.fuse_projections:
-        with _phase("fuse", timings, progress):
-            from executorch_optimum.modules import fuse_shared_input_projections
-
-            groups = fuse_shared_input_projections(model)
-        progress(f"  ({groups} groups of projections that read the same input now run as one linear)")
     quantize = None
     if options.qlinear or options.qembedding:
         quantize = QuantizationConfig(

@@ -104,12 +104,6 @@ def build_parser() -> argparse.ArgumentParser:
         "//tools:benchmark do), so ExecuTorch's stock runners need it linked in",
     )
     p.add_argument(
-        "--no_fuse_projections",
-        action="store_true",
-        help="keep sibling projections that read the same input (q/k/v, gate/up) as separate "
-        "linears; by default each such group runs as one linear (same results, faster decode)",
-    )
-    p.add_argument(
         "--full_logits",
         action="store_true",
         help="return logits for every position, not only the last (slower prefill)",
@@ -142,7 +136,6 @@ def _options(args: argparse.Namespace, model_dir: Path):  # noqa: ANN202 (lazy i
         report=_workspace_path(args.report) if args.report else None,
         last_logits_only=not args.full_logits,
         native_kernels=args.native_kernels,
-        fuse_projections=not args.no_fuse_projections,
     )
 
 

@@ -1,9 +1,7 @@
 """The .pte, run in the ExecuTorch runtime, computes what the eager model computes.
 
 fp32 programs against the eager model; 8da4w programs against the eager model quantized
-the same way (so the test isolates export/lowering error from quantization error). The
-exported copies have their shared-input projections fused, as `export_model` does; the
-references keep the separate linears.
+the same way (so the test isolates export/lowering error from quantization error).
 """
 
 import copy
@@ -12,7 +10,7 @@ import pytest
 import torch
 from executorch.runtime import Runtime
 
-from executorch_optimum.modules import CausalLMExportableModule, fuse_shared_input_projections
+from executorch_optimum.modules import CausalLMExportableModule
 from executorch_optimum.xnnpack import (
     QuantizationConfig,
     apply_quantization_,
@@ -27,12 +25,6 @@ FEWER_LAYERS = {
     "gemma3": {"num_hidden_layers": 2, "sliding_window_pattern": 2},
     "gemma2": {"num_hidden_layers": 2},
 }
-
-
-def _fused_copy(model):
-    fused = copy.deepcopy(model)
-    fuse_shared_input_projections(fused)
-    return fused
 
 
 def _pte_trace(module, tmp_path, prompt, forced):
@@ -53,20 +45,17 @@ def test_fp32_pte_matches_eager(arch, tmp_path):
     model = tiny_model(arch, **FEWER_LAYERS.get(arch, {}))
     prompt = torch.randint(3, model.config.vocab_size, (1, 12))
     want = eager_trace(model, prompt, DECODE_STEPS)
-    module = CausalLMExportableModule(_fused_copy(model), max_seq_len=16, max_context_len=64)
+    module = CausalLMExportableModule(copy.deepcopy(model), max_seq_len=16, max_context_len=64)
     assert_same_run(_pte_trace(module, tmp_path, prompt, want.tokens), want)
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3"])
 def test_8da4w_pte_matches_eager_quantized_model(arch, tmp_path):
     model = tiny_model(arch, **FEWER_LAYERS.get(arch, {}))
-    fused = _fused_copy(model)
-    config = QuantizationConfig(qlinear="8da4w", qlinear_group_size=32)
-    apply_quantization_(model, config)
-    apply_quantization_(fused, config)
+    apply_quantization_(model, QuantizationConfig(qlinear="8da4w", qlinear_group_size=32))
     prompt = torch.randint(3, model.config.vocab_size, (1, 12))
     want = eager_trace(model, prompt, DECODE_STEPS)
-    module = CausalLMExportableModule(fused, max_seq_len=16, max_context_len=64)
+    module = CausalLMExportableModule(copy.deepcopy(model), max_seq_len=16, max_context_len=64)
     # XNNPACK's int8 kernels round activations differently from torchao's reference
     # dequantize-quantize path (one quantum here and there): allow 2e-2 of the logit scale,
     # and still demand the same greedy tokens.

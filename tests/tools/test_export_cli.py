@@ -195,27 +195,3 @@ def test_export_writes_program_and_report(checkpoint, tmp_path, capsys):
 
     program = Runtime.get().load_program(out)
     assert "forward" in program.method_names
-
-
-def test_projections_fused_by_default_and_kept_apart_on_request(checkpoint, tmp_path, capsys):
-    from executorch.runtime import Runtime
-
-    layers = transformers.AutoConfig.from_pretrained(checkpoint).num_hidden_layers
-    prompt = torch.randint(3, 256, (1, 5), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        want = tiny_model("llama")(prompt).logits[:, -1:]
-    linears, logits = {}, {}
-    for fused, flags in ((True, []), (False, ["--no_fuse_projections"])):
-        out, report = tmp_path / f"{fused}.pte", tmp_path / f"{fused}.json"
-        code, stdout, _ = _run(
-            capsys, "--model", str(checkpoint), "--output", str(out), "--report", str(report), *flags
-        )
-        assert code == 0 and ("[fuse] done" in stdout) == fused
-        delegated = json.loads(report.read_text())["delegation"]["methods"]["forward"]["delegated"]
-        linears[fused] = delegated["XnnpackBackend"]["aten.linear.default"]
-        method = Runtime.get().load_program(out).load_method("forward")
-        logits[fused] = method.execute([prompt, torch.arange(5)])[0]
-    # q/k/v and gate/up as one linear each: 4 per layer instead of 7, plus the lm_head.
-    assert linears == {True: 4 * layers + 1, False: 7 * layers + 1}
-    for got in logits.values():
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
