@@ -1,7 +1,7 @@
 // The ring attention kernel on raw buffers, built with AddressSanitizer, against a float64
 // reference: every SIMD path (EO_KERNELS_SIMD, set per test target) over shapes that reach each
 // code path of the kernel (few rows / transposed blocks, windows starting inside a key block,
-// head-dim tails, softcap, queries with no key, several thread splits). A read or write outside
+// head-dim tails, softcap, queries with no key, several thread splits, merged key parts). A read or write outside
 // the caller's buffers or the kernel's own scratch fails the test even when the numbers agree.
 #include <cmath>
 #include <cstdint>
@@ -110,6 +110,9 @@ int main() {
       {"head_dim_tail", 70, 6, 2, 20, 100, 5, 0, 0.0f},
       {"odd_head_dim_decode", 1, 5, 1, 7, 90, 88, 33, 5.0f},
       {"more_queries_than_slots", 30, 2, 1, 16, 12, 0, 12, 0.0f},
+      // Decode over 900 and 1700 keys: 2 and 3 key parts merged; the second in a wrapped ring.
+      {"long_decode_key_parts", 1, 9, 3, 64, 1000, 899, 0, 0.0f},
+      {"long_decode_wrapped_window_parts", 1, 6, 2, 40, 1800, 2500, 1700, 4.0f},
   };
   std::printf("simd: %s\n", eo::core::detail::simd_name());
   std::mt19937 rng(0);

@@ -41,6 +41,8 @@ CASES = {
     "gqa4_head_dim_tail": Case(1, 4, 1, 20, 9, 4, 1.5, (6, 1, 1, 9, 1, 3, 1, 1)),
     "tiny_head_dim_many_rows": Case(2, 3, 3, 6, 50, 40, 0.0, (45, 1, 1, 30, 1, 1)),
     "no_window_ring_wraps": Case(1, 4, 1, 8, 10, kernels.NO_WINDOW, 0.0, (4, 1, 12, 1, 1, 3)),
+    # Decode over 1000-1500 keys (2 and 3 merged key parts), the window inside a wrapped ring.
+    "long_window_key_parts_softcap": Case(1, 6, 2, 32, 1600, 1500, 3.0, (1000, 1, 700, 1, 1, 300, 1)),
 }
 
 
@@ -193,6 +195,18 @@ def _run_long_sequence(q_heads: int, kv_heads: int, head_dim: int, sharpness: fl
     )
 
 
+@pytest.mark.parametrize("name", ["smollm2_shaped", "peaked_softmax_dim_tail"])
+def test_long_context_decode_matches_reference(name):
+    """Decode steps over 701, 1102, 1603 and 2004 keys: one pass, then 2, 3 and 4 partial
+    softmaxes over parts of the keys, merged."""
+    q_heads, kv_heads, head_dim, sharpness = LONG_SHAPES[name]
+    torch.manual_seed(2)
+    chunks = (700, 1, 400, 1, 500, 1, 400, 1)
+    _run_linear_cache(
+        1, q_heads, kv_heads, head_dim, 2100, chunks, head_dim**-0.5, kernels.NO_WINDOW, sharpness
+    )
+
+
 def test_strided_inputs_are_read_in_place():
     """Hugging Face attention holds [B, H, S, D]; its transpose must give the same result."""
     kernels.load_torch_ops()
@@ -209,17 +223,25 @@ def test_strided_inputs_are_read_in_place():
     torch.testing.assert_close(k_cache[:, [1, 2, 3]], k_new.transpose(1, 2), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize(("batch", "seq", "q_heads", "kv_heads"), [(2, 9, 8, 2), (1, 1, 4, 1), (1, 3, 8, 1)])
-def test_threads_do_not_change_results(batch, seq, q_heads, kv_heads):
-    """Work splits differ with the thread count (e.g. query heads split at decode); bits do not."""
+@pytest.mark.parametrize(
+    ("batch", "seq", "q_heads", "kv_heads", "window"),
+    [(2, 9, 8, 2, 12), (1, 1, 4, 1, 12), (1, 3, 8, 1, 12), (2, 1, 9, 3, 1200)],
+)
+def test_threads_do_not_change_results(batch, seq, q_heads, kv_heads, window):
+    """Work splits differ with the thread count (e.g. query heads split at decode); bits do not.
+    The last case decodes over 1200 keys: merged key parts, whose count the threads do not set."""
     kernels.load_torch_ops()
     q = torch.randn(batch, seq, q_heads, 32)
-    k_cache, v_cache = torch.randn(batch, 16, kv_heads, 32), torch.randn(batch, 16, kv_heads, 32)
-    one = kernels.ring_sdpa(q, k_cache, v_cache, 40, 12, 0.2, 3.0)
+    capacity = max(16, window)
+    k_cache = torch.randn(batch, capacity, kv_heads, 32)
+    v_cache = torch.randn(batch, capacity, kv_heads, 32)
+    start = capacity + 24
     threads = torch.get_num_threads()
-    torch.set_num_threads(2)
     try:
-        two = kernels.ring_sdpa(q, k_cache, v_cache, 40, 12, 0.2, 3.0)
+        torch.set_num_threads(1)
+        one = kernels.ring_sdpa(q, k_cache, v_cache, start, window, 0.2, 3.0)
+        torch.set_num_threads(2)
+        two = kernels.ring_sdpa(q, k_cache, v_cache, start, window, 0.2, 3.0)
     finally:
         torch.set_num_threads(threads)
     torch.testing.assert_close(one, two, rtol=0, atol=0)

@@ -666,6 +666,40 @@ inline void attend_rows_any(RowSet& rs, int64_t rows, const float* kbase, const 
   attend_rows<vf4>(rs, rows, kbase, vbase, k_step, v_step, D, C, p);
 }
 
+// Softmax over all keys from per-part softmaxes: part c has normalised output o_c, max m_c
+// and sum l_c = sum exp(s - m_c); its weight is l_c * exp(m_c - M) with M the largest m_c.
+// Rows are (batch, query head) of a single query; out is [B, 1, Hq, D].
+inline void merge_key_parts(const float* part_out, const float* part_m, const float* part_l, int64_t parts,
+                            const RingSdpaShape& sh, float* out) {
+  for (int64_t row = 0; row < sh.B * sh.Hq; ++row) {
+    float top = -std::numeric_limits<float>::infinity();
+    for (int64_t c = 0; c < parts; ++c) {
+      if (part_l[row * parts + c] > 0.0f) {
+        top = std::max(top, part_m[row * parts + c]);
+      }
+    }
+    float* o = out + row * sh.D;
+    std::fill(o, o + sh.D, 0.0f);
+    float total = 0.0f;
+    for (int64_t c = 0; c < parts; ++c) {
+      const float l = part_l[row * parts + c];
+      if (l <= 0.0f) {
+        continue;
+      }
+      const float w = l * std::exp(part_m[row * parts + c] - top);
+      total += w;
+      const float* src = part_out + (row * parts + c) * sh.D;
+      for (int64_t d = 0; d < sh.D; ++d) {
+        o[d] += w * src[d];
+      }
+    }
+    const float inv = total > 0.0f ? 1.0f / total : 0.0f;
+    for (int64_t d = 0; d < sh.D; ++d) {
+      o[d] *= inv;
+    }
+  }
+}
+
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
@@ -679,9 +713,18 @@ inline void attend_rows_any(RowSet& rs, int64_t rows, const float* kbase, const 
 // key (possible only when S > C) gets zeros. Output is [B, S, Hq, D] contiguous.
 //
 // Work items are (batch, kv head, tile of queries, subgroup of the query heads sharing that kv
-// head): each reads its keys once for all its rows. `parallel_for(n, fn)` must call
-// fn(begin, end) over disjoint ranges covering [0, n), in any order and on any threads;
-// `threads` only shapes the split (more items when there are few heads, e.g. at decode).
+// head, part of the keys): each reads its keys once for all its rows. `parallel_for(n, fn)` must
+// call fn(begin, end) over disjoint ranges covering [0, n), in any order and on any threads;
+// `threads` only shapes the head split (more items when there are few heads, e.g. at decode).
+//
+// A single query with many keys (long-context decode) splits its keys into parts of about
+// kKeysPerPart instead: each part is a partial softmax over its keys, merged afterwards. Every
+// kv head's keys are then read once (a head split reads them once per subgroup) and the parts
+// balance the threads. The part count depends only on the key count, so results stay the same
+// for any thread count.
+inline constexpr int64_t kKeysPerPart = 512;
+inline constexpr int64_t kMaxKeyParts = 16;
+
 template <class ParallelFor>
 void ring_sdpa(const float* q, Strides3 qs, const float* k, Strides3 ks, const float* v, Strides3 vs,
                float* out, const RingSdpaShape& sh, const RingSdpaParams& p, int64_t threads,
@@ -690,22 +733,38 @@ void ring_sdpa(const float* q, Strides3 qs, const float* k, Strides3 ks, const f
   const int64_t end = p.start_pos + sh.S;
   const int64_t tile = std::max<int64_t>(1, detail::kRowTarget / group);
   const int64_t tiles = (sh.S + tile - 1) / tile;
+  int64_t parts = 1;
+  int64_t key_lo = 0;  // the single query's keys (parts > 1 only)
+  if (sh.S == 1) {
+    key_lo = ring_window_lo(p.start_pos, end, sh.C, p.window);
+    const int64_t keys = p.start_pos - key_lo + 1;
+    parts = std::clamp<int64_t>((keys + kKeysPerPart / 2) / kKeysPerPart, 1, kMaxKeyParts);
+  }
+  const int64_t part_keys = parts > 1 ? (p.start_pos - key_lo + parts) / parts : 0;
   // Split a kv head's query heads when there are fewer than two items per thread: with one
   // item each, an odd count leaves a thread idle half the call (SmolLM2's 3 kv heads on 2
   // threads ran 2:1; as (2 + 1 heads) x 3 items it is 5:4: SmolLM2 8da4w decode 10-15 % faster).
   int64_t splits = 1;
-  while (splits < group && sh.B * sh.Hkv * tiles * splits < 2 * threads) {
+  while (parts == 1 && splits < group && sh.B * sh.Hkv * tiles * splits < 2 * threads) {
     ++splits;
   }
   const int64_t sub = (group + splits - 1) / splits;
-  const int64_t units = sh.B * sh.Hkv * tiles * splits;
+  const int64_t units = sh.B * sh.Hkv * tiles * splits * parts;
+  // Partial results per (batch, query head, part): normalised rows, their max and sum.
+  std::vector<float> part_out, part_m, part_l;
+  if (parts > 1) {
+    part_out.resize(static_cast<std::size_t>(sh.B * sh.Hq * parts * sh.D));
+    part_m.resize(static_cast<std::size_t>(sh.B * sh.Hq * parts));
+    part_l.resize(part_m.size());
+  }
   parallel_for(units, [&](int64_t begin, int64_t stop) {
     detail::RowSet rs;
     for (int64_t u = begin; u < stop; ++u) {
-      const int64_t split = u % splits;
-      const int64_t t = (u / splits) % tiles;
-      const int64_t hkv = (u / (splits * tiles)) % sh.Hkv;
-      const int64_t b = u / (splits * tiles * sh.Hkv);
+      const int64_t part = u % parts;
+      const int64_t split = (u / parts) % splits;
+      const int64_t t = (u / (parts * splits)) % tiles;
+      const int64_t hkv = (u / (parts * splits * tiles)) % sh.Hkv;
+      const int64_t b = u / (parts * splits * tiles * sh.Hkv);
       const int64_t h0 = hkv * group + split * sub;
       const int64_t h1 = std::min(hkv * group + group, h0 + sub);
       const int64_t i0 = t * tile;
@@ -716,12 +775,18 @@ void ring_sdpa(const float* q, Strides3 qs, const float* k, Strides3 ks, const f
       rs.hi.clear();
       for (int64_t i = i0; i < i1; ++i) {
         const int64_t pos = p.start_pos + i;
-        const int64_t lo = ring_window_lo(pos, end, sh.C, p.window);
+        int64_t lo = ring_window_lo(pos, end, sh.C, p.window);
+        int64_t hi = pos;
+        if (parts > 1) {
+          lo = key_lo + part * part_keys;
+          hi = std::min(pos, lo + part_keys - 1);
+        }
         for (int64_t h = h0; h < h1; ++h) {
           rs.q.push_back(q + b * qs.b + i * qs.s + h * qs.h);
-          rs.out.push_back(out + ((b * sh.S + i) * sh.Hq + h) * sh.D);
+          rs.out.push_back(parts > 1 ? part_out.data() + ((b * sh.Hq + h) * parts + part) * sh.D
+                                     : out + ((b * sh.S + i) * sh.Hq + h) * sh.D);
           rs.lo.push_back(lo);
-          rs.hi.push_back(pos);
+          rs.hi.push_back(hi);
         }
       }
       const int64_t rows = static_cast<int64_t>(rs.q.size());
@@ -732,9 +797,19 @@ void ring_sdpa(const float* q, Strides3 qs, const float* k, Strides3 ks, const f
         rs.q.push_back(rs.q.back());  // padding rows: computed, never written out
       }
       detail::attend_rows_any(rs, rows, k + b * ks.b + hkv * ks.h, v + b * vs.b + hkv * vs.h, ks.s, vs.s, sh.D,
-                          sh.C, p);
+                              sh.C, p);
+      if (parts > 1) {
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t slot = (b * sh.Hq + h0 + r) * parts + part;
+          part_m[slot] = rs.m[r];
+          part_l[slot] = rs.l[r];
+        }
+      }
     }
   });
+  if (parts > 1) {
+    detail::merge_key_parts(part_out.data(), part_m.data(), part_l.data(), parts, sh, out);
+  }
 }
 
 }  // namespace eo::core
