@@ -225,11 +225,13 @@ def test_strided_inputs_are_read_in_place():
 
 @pytest.mark.parametrize(
     ("batch", "seq", "q_heads", "kv_heads", "window"),
-    [(2, 9, 8, 2, 12), (1, 1, 4, 1, 12), (1, 3, 8, 1, 12), (2, 1, 9, 3, 1200)],
+    [(2, 9, 8, 2, 12), (1, 1, 4, 1, 12), (1, 3, 8, 1, 12), (1, 3, 4, 2, 12), (2, 1, 9, 3, 1200)],
 )
 def test_threads_do_not_change_results(batch, seq, q_heads, kv_heads, window):
     """Work splits differ with the thread count (e.g. query heads split at decode); bits do not.
-    The last case decodes over 1200 keys: merged key parts, whose count the threads do not set."""
+    (1, 3, 4, 2): 6 rows per kv head on one thread, 3 per item on two, across the threshold
+    where key blocks are transposed. The last case decodes over 1200 keys: merged key parts,
+    whose count the threads do not set."""
     kernels.load_torch_ops()
     q = torch.randn(batch, seq, q_heads, 32)
     capacity = max(16, window)

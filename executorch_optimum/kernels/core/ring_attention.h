@@ -479,6 +479,10 @@ struct RowSet {
   std::vector<float> acc, scores, m, l;
   std::vector<const float*> krows, vrows;
   std::vector<float> kt;  // the key block transposed [D][kKeyBlock] (many rows only)
+  // Score through transposed key blocks. Set by the caller from all the rows of a (kv head,
+  // query tile), not the rows of one item: the two paths round differently, and items split
+  // by thread count must give the same bits.
+  bool transpose_keys = false;
 };
 
 template <class V>
@@ -493,7 +497,7 @@ EO_ALWAYS_INLINE inline void attend_rows(RowSet& rs, int64_t rows, const float* 
   rs.vrows.resize(kKeyBlock);
   // Few rows (decode): dot products straight from the cache rows. Many rows (prefill): transpose
   // each key block once, then register-tiled scores.
-  const bool transposed = padded >= kTransposeRows;
+  const bool transposed = rs.transpose_keys;
   if (transposed) {
     rs.kt.assign(static_cast<std::size_t>(D * kKeyBlock), 0.0f);
   }
@@ -773,6 +777,7 @@ void ring_sdpa(const float* q, Strides3 qs, const float* k, Strides3 ks, const f
       rs.out.clear();
       rs.lo.clear();
       rs.hi.clear();
+      rs.transpose_keys = (group * (i1 - i0) + 3) / 4 * 4 >= detail::kTransposeRows;
       for (int64_t i = i0; i < i1; ++i) {
         const int64_t pos = p.start_pos + i;
         int64_t lo = ring_window_lo(pos, end, sh.C, p.window);
