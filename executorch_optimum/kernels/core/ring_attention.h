@@ -780,12 +780,9 @@ void ring_sdpa(const float* q, Strides3 qs, const float* k, Strides3 ks, const f
       rs.transpose_keys = (group * (i1 - i0) + 3) / 4 * 4 >= detail::kTransposeRows;
       for (int64_t i = i0; i < i1; ++i) {
         const int64_t pos = p.start_pos + i;
-        int64_t lo = ring_window_lo(pos, end, sh.C, p.window);
-        int64_t hi = pos;
-        if (parts > 1) {
-          lo = key_lo + part * part_keys;
-          hi = std::min(pos, lo + part_keys - 1);
-        }
+        // With key parts (a single query) this item takes its part of the query's keys.
+        const int64_t lo = parts > 1 ? key_lo + part * part_keys : ring_window_lo(pos, end, sh.C, p.window);
+        const int64_t hi = parts > 1 ? std::min(pos, lo + part_keys - 1) : pos;
         for (int64_t h = h0; h < h1; ++h) {
           rs.q.push_back(q + b * qs.b + i * qs.s + h * qs.h);
           rs.out.push_back(parts > 1 ? part_out.data() + ((b * sh.Hq + h) * parts + part) * sh.D
