@@ -128,10 +128,11 @@ class Generator:
         """Runs one call at positions start_pos.. and returns fresh logits: the LAST token's
         [V] by default, or every returned position's [S, V] (S is 1 for last-only programs)."""
         self._used = True
+        # ExecuTorch's Method.execute already copies outputs out of the program's planned
+        # memory, so the result outlives the next call without another copy.
         (logits,) = self._method.execute(self._inputs(tokens, start_pos))
-        # The output lives in the program's planned memory: copy before the next call reuses it.
         rows = logits.reshape(-1, logits.shape[-1])
-        return rows.clone() if all_positions else rows[-1].clone()
+        return rows if all_positions else rows[-1]
 
     def prefill(self, prompt: Sequence[int], start_pos: int = 0) -> tuple[torch.Tensor, int]:
         """Feeds `prompt` in chunks the program accepts; returns (last logits, number of calls)."""

@@ -175,3 +175,12 @@ def test_forward_returns_every_positions_logits_on_request(pte, model):
         want = model(torch.tensor([chunk]), torch.arange(len(chunk)))[0]
     assert got.shape == (len(chunk), VOCAB)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_logits_outlive_the_next_call(pte, model):
+    generator = Generator(pte)
+    first = generator.forward([PROMPT[0]], 0)
+    kept = first.clone()
+    second = generator.forward([PROMPT[1]], 1)
+    assert not torch.equal(second, kept)
+    torch.testing.assert_close(first, kept, rtol=0, atol=0)  # not overwritten by the second call

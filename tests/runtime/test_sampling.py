@@ -11,6 +11,16 @@ def test_greedy_is_argmax_over_shapes():
     assert sample_next_token(logits) == int(logits.argmax())
 
 
+def test_greedy_takes_the_first_maximum_of_any_layout():
+    torch.manual_seed(0)
+    assert sample_next_token(torch.tensor([1.0, 3.0, 3.0, 0.0])) == 1  # a tie: the first one
+    rows = torch.randn(49152, 3)
+    column = rows[:, 1]  # a strided view, as logits rows of a bigger buffer can be
+    assert sample_next_token(column) == int(torch.argmax(column.contiguous()))
+    half = torch.randn(300).to(torch.bfloat16)
+    assert sample_next_token(half) == int(torch.argmax(half.float()))
+
+
 def test_top_p_keeps_only_the_nucleus():
     # Probabilities 0.5, 0.3, 0.15, 0.05: top_p 0.75 keeps the first two (0.5 < 0.75 <= 0.8).
     probs = torch.tensor([0.05, 0.5, 0.15, 0.3])
