@@ -21,6 +21,7 @@ _EXPORT_METRICS = (
 _RUNTIME_METRICS = (
     ("prefill tok/s", lambda r: r.prefill_tokens_per_s, True),
     ("decode tok/s", lambda r: r.decode_tokens_per_s, True),
+    ("decode tok/s (median step)", lambda r: r.decode_step_tokens_per_s, True),
 )
 
 
@@ -37,7 +38,9 @@ def ratio_row(ours: Row, theirs: Row) -> RatioRow:
         Ratio(name, Stat.of([get(ours) / get(theirs)]), better) for name, get, better in _EXPORT_METRICS
     ]
     ratios += [
-        Ratio(name, paired_ratios(get(ours), get(theirs)), better) for name, get, better in _RUNTIME_METRICS
+        Ratio(name, paired_ratios(get(ours), get(theirs)), better)
+        for name, get, better in _RUNTIME_METRICS
+        if get(ours) and get(theirs)  # rows from before per-step timing have no median steps
     ]
     return RatioRow(ours.model, ours.variant, ours.exporter, theirs.exporter, ratios)
 

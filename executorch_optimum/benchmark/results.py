@@ -15,6 +15,7 @@ from typing import Any
 from executorch_optimum.benchmark.errors import BenchmarkError
 from executorch_optimum.benchmark.exporters import ExportMeasurement
 from executorch_optimum.benchmark.stats import Stat
+from executorch_optimum.benchmark.targets import TargetCheck, check_targets
 
 SCHEMA_VERSION = 1
 
@@ -36,6 +37,7 @@ class Row:
     eager_decode_tokens_per_s: list[float] = field(default_factory=list)
     tokens_match_eager: bool | None = None  # greedy tokens of the .pte == eager's (fp32 only)
     read_roofline_tokens_per_s: float | None = None  # the same with the read bandwidth
+    decode_step_tokens_per_s: list[float] = field(default_factory=list)  # 1 / median call, per repeat
 
     @property
     def decode_vs_roofline(self) -> float:
@@ -159,6 +161,7 @@ def rows_table(results: BenchmarkResults) -> str:
         ".pte MB",
         "prefill tok/s",
         "decode tok/s",
+        "decode tok/s (median step)",
         "eager prefill tok/s",
         "eager decode tok/s",
         "weights MB/token",
@@ -185,6 +188,7 @@ def rows_table(results: BenchmarkResults) -> str:
                 _mb(e.pte_bytes),
                 Stat.of(r.prefill_tokens_per_s).format(),
                 Stat.of(r.decode_tokens_per_s).format(),
+                Stat.of(r.decode_step_tokens_per_s).format() if r.decode_step_tokens_per_s else "–",
                 eager_prefill,
                 eager_decode,
                 _mb(r.bytes_per_token),
@@ -209,6 +213,25 @@ def ratios_table(results: BenchmarkResults) -> str:
         ]
         for row in results.ratios
         for ratio in row.ratios
+    ]
+    return _table(header, body)
+
+
+def targets_table(checks: list[TargetCheck]) -> str:
+    header = ["model", "variant", "exporter", "metric", "value", "target", "met", "short by", "note"]
+    body = [
+        [
+            c.model,
+            c.variant,
+            c.exporter,
+            c.target.metric,
+            c.format_value(),
+            c.target.describe(),
+            "yes" if c.met else "NO",
+            "–" if c.met else f"{c.shortfall:.2f}x",
+            c.note or "–",
+        ]
+        for c in checks
     ]
     return _table(header, body)
 
@@ -245,7 +268,8 @@ def to_markdown(results: BenchmarkResults, plot_name: str | None = None) -> str:
         "(cached) = measured when the cached export was made.",
         "- prefill tok/s: prompt tokens / time, in chunks of the program's get_max_seq_len "
         f"(ExecuTorch: per run the median of {s.get('prefill_calls', 1)} prefills); "
-        "decode tok/s: single-token greedy calls / time. eager = transformers fp32 on the same weights.",
+        "decode tok/s: single-token greedy calls / time; (median step): 1 / the median call of a run, "
+        "which a preempted call does not move. eager = transformers fp32 on the same weights.",
         f"- roofline = bandwidth / weight bytes read per decoded token; copy bandwidth "
         f"{results.bandwidth_gb_per_s:.1f} GB/s [{results.bandwidth_convention}]"
         + (
@@ -261,6 +285,18 @@ def to_markdown(results: BenchmarkResults, plot_name: str | None = None) -> str:
     ]
     if results.ratios:
         parts += ["", "### Comparison", "", ratios_table(results)]
+        checks = check_targets(results)
+        if checks:
+            met = sum(c.met for c in checks)
+            parts += [
+                "",
+                "### Targets",
+                "",
+                f"{met} of {len(checks)} met. Ratios are medians of the comparison above; "
+                "short by = the factor still missing.",
+                "",
+                targets_table(checks),
+            ]
     if results.context_sweeps:
         parts += ["", "### Decode speed vs context", "", sweeps_table(results)]
         if plot_name:

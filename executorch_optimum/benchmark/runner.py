@@ -195,7 +195,8 @@ class Benchmark:
             for m, speed in zip(measured, speeds, strict=True):
                 self.progress(
                     f"{model} {variant} [{m.exporter}]: prefill {speed.prefill_stat().format()} tok/s, "
-                    f"decode {speed.decode_stat().format()} tok/s"
+                    f"decode {speed.decode_stat().format()} tok/s "
+                    f"(median step {speed.decode_step_stat().format()})"
                 )
                 rows.append(
                     Row(
@@ -205,6 +206,7 @@ class Benchmark:
                         export=m,
                         prefill_tokens_per_s=speed.prefill_tokens_per_s,
                         decode_tokens_per_s=speed.decode_tokens_per_s,
+                        decode_step_tokens_per_s=speed.decode_step_tokens_per_s,
                         prefill_chunk=speed.prefill_chunk,
                         bytes_per_token=weights,
                         roofline_tokens_per_s=float("nan"),  # set when the run ends

@@ -12,7 +12,9 @@ the timed protocol:
   slots, so decode starts from the same state) and the run's prefill time is their median: one
   128-token call is ~0.1 s, short enough for a shared machine's slow spells to move it by 2x;
 - decode tokens/s = `new_tokens` single-token greedy forward calls / their time (the first
-  new token comes from the prefill logits);
+  new token comes from the prefill logits); each call is timed too, and 1 / the run's median
+  call is its median-step decode tokens/s: one preempted call on a shared machine moves the
+  first by up to 1/new_tokens of the run's time per stall, the second not at all;
 - every run starts from fresh KV caches (the method is reloaded outside the timed region);
 - one untimed warm-up run, then `repeats` runs; several programs are measured interleaved
   (run r of each program back to back, order alternating) so load on a shared machine
@@ -47,6 +49,7 @@ class RunSample:
     prefill_s: float
     decode_s: float
     tokens: list[int] = field(default_factory=list)
+    decode_step_s: list[float] = field(default_factory=list)  # each decode call, in order
 
 
 @dataclass
@@ -59,6 +62,7 @@ class SpeedResult:
     prefill_s: list[float]
     decode_s: list[float]
     tokens: list[int] = field(default_factory=list)  # greedy tokens of the last run
+    decode_median_step_s: list[float] = field(default_factory=list)  # per run (when timed)
 
     @property
     def prefill_tokens_per_s(self) -> list[float]:
@@ -68,11 +72,19 @@ class SpeedResult:
     def decode_tokens_per_s(self) -> list[float]:
         return [self.new_tokens / s for s in self.decode_s]
 
+    @property
+    def decode_step_tokens_per_s(self) -> list[float]:
+        """1 / the median single-token call, per run."""
+        return [1.0 / s for s in self.decode_median_step_s]
+
     def prefill_stat(self) -> Stat:
         return Stat.of(self.prefill_tokens_per_s)
 
     def decode_stat(self) -> Stat:
         return Stat.of(self.decode_tokens_per_s)
+
+    def decode_step_stat(self) -> Stat:
+        return Stat.of(self.decode_step_tokens_per_s)
 
     @classmethod
     def from_samples(
@@ -85,6 +97,7 @@ class SpeedResult:
             prefill_s=[s.prefill_s for s in samples],
             decode_s=[s.decode_s for s in samples],
             tokens=list(samples[-1].tokens) if samples else [],
+            decode_median_step_s=[statistics.median(s.decode_step_s) for s in samples if s.decode_step_s],
         )
 
 
@@ -143,14 +156,21 @@ class PteBench:
         token = int(torch.argmax(logits))
         tokens = [token]
         position = len(self.prompt)
-        t2 = time.perf_counter()
+        steps = []
+        t2 = step_start = time.perf_counter()
         for _ in range(self.new_tokens):
-            logits = self.generator.forward([token], position)
-            token = int(torch.argmax(logits))
+            token = int(torch.argmax(self.generator.forward([token], position)))
             tokens.append(token)
             position += 1
-        t3 = time.perf_counter()
-        return RunSample(prefill_s=statistics.median(prefill_s), decode_s=t3 - t2, tokens=tokens)
+            step_end = time.perf_counter()
+            steps.append(step_end - step_start)
+            step_start = step_end
+        return RunSample(
+            prefill_s=statistics.median(prefill_s),
+            decode_s=step_start - t2,
+            tokens=tokens,
+            decode_step_s=steps,
+        )
 
     def decode_at(self, position: int, steps: int, warmup_prompt: int = 16) -> float:
         """Seconds of one single-token decode call with `position` tokens in the cache: the
@@ -174,8 +194,7 @@ class PteBench:
         seconds = []
         for step in range(steps):
             start = time.perf_counter()
-            logits = self.generator.forward([token], position + step)
-            token = int(torch.argmax(logits))
+            token = int(torch.argmax(self.generator.forward([token], position + step)))
             seconds.append(time.perf_counter() - start)
         return statistics.median(seconds)
 

@@ -73,6 +73,11 @@ def test_runtime_gives_the_eager_greedy_tokens(exported: dict) -> None:
     (speed,) = measure_interleaved([bench], repeats=2)
     assert len(speed.prefill_tokens_per_s) == len(speed.decode_tokens_per_s) == 2
     assert all(v > 0 for v in speed.prefill_tokens_per_s + speed.decode_tokens_per_s)
+    # Each decode call is timed: the calls add up to the run's decode time.
+    sample = bench.run()
+    assert len(sample.decode_step_s) == 24
+    assert sum(sample.decode_step_s) == pytest.approx(sample.decode_s, rel=1e-9)
+    assert len(speed.decode_step_tokens_per_s) == 2
 
     model = load_eager_model(exported["checkpoint"])
     want = eager_run(model, prompt, 24).tokens
@@ -82,8 +87,9 @@ def test_runtime_gives_the_eager_greedy_tokens(exported: dict) -> None:
     # Prefilling the prompt again from position 0 rewrites the same cache slots: same tokens.
     again = measure_pte(exported["measured"].pte, prompt, 24, repeats=1, warmup=False, prefill_calls=3)
     assert again.tokens == want
-    eager = measure_eager(model, prompt, 24, threads=1, repeats=1)
-    assert eager.tokens == want and torch.get_num_threads() == 1
+    before = torch.get_num_threads()
+    eager = measure_eager(model, prompt, 24, threads=before + 1, repeats=1)
+    assert eager.tokens == want and torch.get_num_threads() == before  # its thread count is restored
 
 
 def test_runtime_rejects_too_long_a_run(exported: dict) -> None:
@@ -167,6 +173,13 @@ def test_comparison_rows_and_ratios(work: Path, exported: dict) -> None:
     assert ratios[".pte size"].median == 1.0
     assert ratios["export CPU s"].median == pytest.approx(ours.export.cpu_s / 1.5)
     assert ratios["decode tok/s"].n == 2  # one ratio per interleaved repeat
+    assert ratios["decode tok/s (median step)"].n == 2
+    steps = [
+        a / b for a, b in zip(ours.decode_step_tokens_per_s, theirs.decode_step_tokens_per_s, strict=True)
+    ]
+    assert ratios["decode tok/s (median step)"].median == pytest.approx(
+        sorted(steps)[0] / 2 + sorted(steps)[1] / 2
+    )
 
 
 def test_fresh_re_exports_with_the_named_exporters_only(work: Path, exported: dict) -> None:

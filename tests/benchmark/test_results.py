@@ -23,12 +23,15 @@ from executorch_optimum.benchmark.results import (
     write_outputs,
 )
 from executorch_optimum.benchmark.stats import Stat
+from executorch_optimum.benchmark.targets import ROOFLINE_METRIC, TARGETS, check_targets
 
 
-def _row(exporter: str, prefill: list[float], decode: list[float], wall: float = 60.0) -> Row:
+def _row(
+    exporter: str, prefill: list[float], decode: list[float], wall: float = 60.0, variant: str = "fp32"
+) -> Row:
     return Row(
         model="smollm2_tiny",
-        variant="fp32",
+        variant=variant,
         exporter=exporter,
         export=ExportMeasurement(
             exporter, "fp32", "/w/model.pte", 1_100_000, wall, 42.0, 900_000_000, 40.0, 2.0, cached=True
@@ -42,6 +45,7 @@ def _row(exporter: str, prefill: list[float], decode: list[float], wall: float =
         eager_decode_tokens_per_s=[50.0, 60.0, 70.0],
         tokens_match_eager=True,
         read_roofline_tokens_per_s=12000.0,
+        decode_step_tokens_per_s=[d * 1.1 for d in decode],
     )
 
 
@@ -79,13 +83,14 @@ def test_json_rejects_other_schema() -> None:
 def test_markdown_has_every_row_and_ratio() -> None:
     text = to_markdown(_results(), "plot.png")
     lines = text.splitlines()
-    table = [line for line in lines if line.startswith("| smollm2_tiny | fp32 | ours |")]
+    table = [line for line in lines if line.startswith("| smollm2_tiny | fp32 | ours | 60.0")]
     assert len(table) == 1
     cells = [c.strip() for c in table[0].strip("|").split("|")]
     assert cells[3] == "60.0 (cached)"  # export wall, cached
     assert cells[4] == "42.0"  # user + sys
     assert cells[7] == "110.0 [100.0–120.0]"  # prefill median [min–max]
     assert cells[8] == "30.0 [20.0–40.0]"
+    assert cells[9] == "33.0 [22.0–44.0]"  # median-step decode
     assert cells[-3] == "9000.0 / 12000.0"  # copy / read rooflines
     assert cells[-2] == "0% / 0%"  # 30 / 9000, 30 / 12000
     assert (
@@ -182,3 +187,46 @@ def test_foreign_exporter_is_normalised(tmp_path: Path) -> None:
     inner.cache_key = lambda: (_ for _ in ()).throw(FileNotFoundError("lock not found\ndetails"))
     with pytest.raises(BenchmarkError, match=r"^theirs 1.0: lock not found$"):
         exporter.cache_key()
+
+
+def test_targets_say_how_far_each_ratio_is() -> None:
+    results = _results()
+    checks = {c.target.metric: c for c in check_targets(results)}
+    assert sorted(checks) == sorted(t.metric for t in TARGETS)  # fp32: every target applies
+    # ours / theirs paired medians: decode [2, 3, 2], prefill [2, 2, 3]; export CPU 42 / 42.
+    assert checks["decode tok/s"].value == 2.0 and checks["decode tok/s"].met
+    assert checks["prefill tok/s"].met and checks["prefill tok/s"].shortfall == 1.0
+    cpu = checks["export CPU s"]
+    assert cpu.value == 1.0 and not cpu.met and cpu.shortfall == pytest.approx(1.0 / 0.5)
+    assert checks[".pte size"].shortfall == pytest.approx(1.0 / 0.85)
+    roofline = checks[ROOFLINE_METRIC]  # median decode 30 tok/s of a 9000 tok/s roofline
+    assert roofline.value == pytest.approx(30.0 / 9000.0) and roofline.shortfall == pytest.approx(
+        0.6 * 9000.0 / 30.0
+    )
+    # The decode check compares both exporters with the read roofline (30 and 10 of 12000).
+    assert checks["decode tok/s"].note == "read-bandwidth roofline: ours at 0%, optimum-executorch at 0%"
+
+    text = to_markdown(results)
+    assert "### Targets" in text and "2 of 6 met." in text
+    assert "| smollm2_tiny | fp32 | ours | export CPU s | 1.00 | <= 0.5 | NO | 2.00x | – |" in text
+    assert "| smollm2_tiny | fp32 | ours | prefill tok/s | 2.00 | >= 1.3 | yes | – | – |" in text
+
+
+def test_targets_follow_the_variant() -> None:
+    ours = _row("ours", [100.0], [45.0], variant="8da4w")
+    theirs = _row("theirs", [100.0], [30.0], variant="8da4w")
+    results = _results()
+    results.rows, results.ratios = [ours, theirs], compare.ratio_rows([ours, theirs], "ours", "theirs")
+    checks = check_targets(results)
+    # Size and roofline targets are fp32's; a quantized file is the incumbent's scheme.
+    assert [c.target.metric for c in checks] == [
+        "decode tok/s",
+        "prefill tok/s",
+        "export CPU s",
+        "export peak RSS",
+    ]
+    decode = checks[0]
+    assert decode.value == pytest.approx(1.5) and decode.met  # the bound itself counts as met
+    prefill = checks[1]
+    assert not prefill.met and prefill.shortfall == pytest.approx(1.3)
+    assert check_targets(_results(), targets=()) == []
