@@ -133,8 +133,9 @@ def library_versions(*names: str) -> dict[str, str]:
     return versions
 
 
-def source_version(root: Path = PACKAGE_DIR, exclude: tuple[str, ...] = ("benchmark",)) -> str:
-    """sha256 over the exporter's Python sources (this package minus `exclude`)."""
+def source_version(root: Path = PACKAGE_DIR, exclude: tuple[str, ...] = ("benchmark", "runtime")) -> str:
+    """sha256 over the exporter's Python sources (this package minus `exclude`: the benchmark
+    and the runtime never shape an exported program, so editing them keeps cached exports)."""
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root)

@@ -10,7 +10,7 @@ import pytest
 
 from executorch_optimum.benchmark import compare
 from executorch_optimum.benchmark.errors import BenchmarkError
-from executorch_optimum.benchmark.exporters import ExportMeasurement
+from executorch_optimum.benchmark.exporters import ExportMeasurement, source_version
 from executorch_optimum.benchmark.measure import run_measured
 from executorch_optimum.benchmark.results import (
     BenchmarkResults,
@@ -230,3 +230,15 @@ def test_targets_follow_the_variant() -> None:
     prefill = checks[1]
     assert not prefill.met and prefill.shortfall == pytest.approx(1.3)
     assert check_targets(_results(), targets=()) == []
+
+
+def test_export_cache_key_follows_exporter_sources_only(tmp_path: Path) -> None:
+    for rel in ("export/lower.py", "runtime/generator.py", "benchmark/cli.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x = 1\n")
+    first = source_version(tmp_path)
+    (tmp_path / "runtime/generator.py").write_text("x = 2\n")
+    (tmp_path / "benchmark/cli.py").write_text("x = 2\n")
+    assert source_version(tmp_path) == first
+    (tmp_path / "export/lower.py").write_text("x = 2\n")
+    assert source_version(tmp_path) != first
