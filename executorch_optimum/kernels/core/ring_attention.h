@@ -255,29 +255,28 @@ EO_ALWAYS_INLINE inline void sum_lanes_each(const vf16* a, vf16* out) {
 #define EO_X86_DISPATCH 0
 #endif
 
-// out[j] = <q, k[j]> for j < count (count <= kLanes<V>; missing keys are padded with k[0]).
+// out[j] = <q, k[j]> for j < count (count <= kLanes<V>).
 template <class V>
 EO_ALWAYS_INLINE inline void dot_keys(const float* q, const float* const* k, int64_t count, int64_t D, float* out) {
   constexpr int64_t L = kLanes<V>;
-  const float* rows[L];
-#pragma GCC unroll 16
-  for (int64_t j = 0; j < L; ++j) {
-    rows[j] = k[j < count ? j : 0];
-  }
-  V acc[L] = {};
-  int64_t d = 0;
-  for (; d + L <= D; d += L) {
-    const V qv = load<V>(q + d);
+  const int64_t body = D / L * L;
+  // One key at a time (one row pointer live, no spills); missing keys stay zero.
+  V acc[L];
 #pragma GCC unroll 16  // keeps the accumulators in registers
-    for (int64_t j = 0; j < L; ++j) {
-      acc[j] += qv * load<V>(rows[j] + d);
+  for (int64_t j = 0; j < L; ++j) {
+    V a = {};
+    if (j < count) {
+      for (int64_t d = 0; d < body; d += L) {
+        a += load<V>(q + d) * load<V>(k[j] + d);
+      }
     }
+    acc[j] = a;
   }
   V sums;
   sum_lanes_each(acc, &sums);
-  for (; d < D; ++d) {
-    for (int64_t j = 0; j < L; ++j) {
-      sums[j] += q[d] * rows[j][d];
+  for (int64_t d = body; d < D; ++d) {
+    for (int64_t j = 0; j < count; ++j) {
+      sums[j] += q[d] * k[j][d];
     }
   }
   for (int64_t j = 0; j < count; ++j) {
@@ -380,6 +379,31 @@ EO_ALWAYS_INLINE inline V exp_nonpositive(V x) {
   V scale;
   std::memcpy(&scale, &bits, sizeof(scale));
   return p * scale;
+}
+
+// s[j] *= scale for j in [a, b]; returns the largest (vector body, scalar tail; the same
+// products and the same max as one scalar pass).
+template <class V>
+EO_ALWAYS_INLINE inline float scale_and_max(float* s, int64_t a, int64_t b, float scale) {
+  constexpr int64_t L = kLanes<V>;
+  float top = -std::numeric_limits<float>::infinity();
+  int64_t j = a;
+  if (b + 1 - a >= L) {
+    V vmax = V{} + top;
+    for (; j + L <= b + 1; j += L) {
+      const V x = load<V>(s + j) * scale;
+      store<V>(s + j, x);
+      vmax = x > vmax ? x : vmax;
+    }
+    for (int64_t i = 0; i < L; ++i) {
+      top = std::max(top, vmax[i]);
+    }
+  }
+  for (; j <= b; ++j) {
+    s[j] *= scale;
+    top = std::max(top, s[j]);
+  }
+  return top;
 }
 
 // w[j] = exp(s[j] - m) for j in [a, b] (vector body, scalar-width tail through a padded vector).
@@ -561,13 +585,14 @@ EO_ALWAYS_INLINE inline void attend_rows(RowSet& rs, int64_t rows, const float* 
           }
         }
         float block_max = -std::numeric_limits<float>::infinity();
-        for (int64_t j = ja[u]; j <= jb[u]; ++j) {
-          float x = p.scale * s[j];
-          if (p.softcap > 0.0f) {
-            x = p.softcap * std::tanh(x / p.softcap);
+        if (p.softcap > 0.0f) {
+          for (int64_t j = ja[u]; j <= jb[u]; ++j) {
+            const float x = p.softcap * std::tanh(p.scale * s[j] / p.softcap);
+            s[j] = x;
+            block_max = std::max(block_max, x);
           }
-          s[j] = x;
-          block_max = std::max(block_max, x);
+        } else {
+          block_max = scale_and_max<V>(s, ja[u], jb[u], p.scale);
         }
         const float new_m = std::max(rs.m[r], block_max);
         if (rs.l[r] > 0.0f && new_m > rs.m[r]) {
