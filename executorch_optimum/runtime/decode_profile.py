@@ -1,0 +1,148 @@
+"""Where a decode step's time goes: ExecuTorch's ETDump per operator, summed per step.
+
+The program runs with event tracing on (`enable_etdump`): a prefill of `prompt_len` tokens,
+then `steps` single-token calls. ExecuTorch's Inspector gives each traced event (a CPU
+operator, a delegate call, and inside XNNPACK each of its operators) one time per call; their
+mean over the decode calls without the slowest tenth (preempted calls), summed over events of
+one kind, is that kind's time per step. A mean, not a median: the timers tick in whole
+microseconds, and most of XNNPACK's small operators take less, so a median reads them as 0.
+Tracing itself costs time (XNNPACK reads its per-operator timers after every call), so the
+step here is slower than untraced; the shares are what to read.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from executorch_optimum.runtime.generator import load_executorch_op_libraries
+from executorch_optimum.runtime.metadata import read_metadata
+
+STEP = "Method::execute"
+_TOTALS = (STEP, "DELEGATE_CALL", "OPERATOR_CALL")
+_INSTANCE = re.compile(r" #\d+$")  # XNNPACK numbers repeated operators: "... GEMM #3"
+
+
+def is_cpu_operator(name: str) -> bool:
+    """ExecuTorch's own operator events ("native_call_..." or a custom "ns::op"), not a
+    delegate's."""
+    return name.startswith("native_call_") or "::" in name
+
+
+@dataclass
+class OpTime:
+    name: str
+    calls_per_step: int
+    us_per_step: float
+
+
+@dataclass
+class DecodeProfile:
+    """Per decode step: the whole call, all delegate and all CPU-operator calls, and each kind."""
+
+    steps: int
+    first_position: int
+    step_us: float
+    delegate_calls_us: float
+    operator_calls_us: float
+    ops: list[OpTime] = field(default_factory=list)  # slowest first
+
+    @property
+    def delegate_untraced_us(self) -> float:
+        """Delegate time outside every traced delegate operator: the backend's per-call work
+        (XNNPACK reshapes and sets up its whole graph on each call) and operators that finish
+        within the timer's tick."""
+        inside = sum(op.us_per_step for op in self.ops if not is_cpu_operator(op.name))
+        return self.delegate_calls_us - inside
+
+    def table(self) -> str:
+        lines = [
+            f"decode step (traced; {self.steps} steps from position {self.first_position}): "
+            f"{self.step_us:.0f} us; delegate calls {self.delegate_calls_us:.0f} us "
+            f"({self.delegate_untraced_us:.0f} us of it in no traced operator), "
+            f"CPU operator calls {self.operator_calls_us:.0f} us",
+            "",
+            "| operator | calls/step | us/step | % of step |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {op.name} | {op.calls_per_step} | {op.us_per_step:.1f} | {100 * op.us_per_step / self.step_us:.1f} |"
+            for op in self.ops
+        ]
+        return "\n".join(lines)
+
+
+def _trimmed_mean(values: list[float]) -> float:
+    kept = sorted(values)[: max(1, len(values) - len(values) // 10)]
+    return statistics.fmean(kept)
+
+
+def summarize(
+    events: list[tuple[str, list[float]]], prefill_calls: int, first_position: int
+) -> DecodeProfile:
+    """Folds (event name, milliseconds per call) into a per-step profile; the first
+    `prefill_calls` calls of every event are the prefill's and are left out."""
+    totals = dict.fromkeys(_TOTALS, 0.0)
+    kinds: dict[str, list[float]] = {}
+    steps = 0
+    for name, raw in events:
+        times = raw[prefill_calls:]
+        if not times:
+            continue
+        steps = max(steps, len(times))
+        us = 1000.0 * _trimmed_mean(times)
+        if name in totals:
+            totals[name] += us
+        else:
+            kinds.setdefault(_INSTANCE.sub("", name), []).append(us)
+    if not steps:
+        raise ValueError("no decode calls were traced")
+    ops = [OpTime(name, len(v), sum(v)) for name, v in kinds.items()]
+    ops.sort(key=lambda op: -op.us_per_step)
+    return DecodeProfile(
+        steps, first_position, totals[STEP], totals["DELEGATE_CALL"], totals["OPERATOR_CALL"], ops
+    )
+
+
+def profile_decode(pte: str | Path, prompt_len: int = 128, steps: int = 32) -> DecodeProfile:
+    """Traces a prefill of `prompt_len` tokens and `steps` greedy decode calls of `pte`."""
+    from executorch.devtools import Inspector
+    from executorch.extension.pybindings.portable_lib import _load_for_executorch
+    from executorch.runtime import Runtime
+
+    if prompt_len < 1 or steps < 1:
+        raise ValueError(f"prompt_len and steps must be >= 1, got {prompt_len} and {steps}")
+    load_executorch_op_libraries()
+    # Metadata from an untraced load: traced calls of other methods would join the trace.
+    metadata = read_metadata(Runtime.get().load_program(Path(pte)))
+    max_seq_len, context = metadata.max_seq_len, metadata.max_context_len
+    module = _load_for_executorch(str(pte), enable_etdump=True, debug_buffer_size=0)
+    if prompt_len + steps > context:
+        raise ValueError(f"prompt_len + steps = {prompt_len + steps} exceeds the context of {context} tokens")
+    prompt = torch.arange(prompt_len, dtype=torch.long) % 97 + 3  # any ids the vocabulary has
+    prefill_calls = 0
+    for begin in range(0, prompt_len, max_seq_len):
+        chunk = prompt[begin : begin + max_seq_len]
+        (logits,) = module.run_method("forward", (chunk[None], torch.arange(begin, begin + len(chunk))))
+        prefill_calls += 1
+    token = int(logits.reshape(-1, logits.shape[-1])[-1].argmax())
+    for position in range(prompt_len, prompt_len + steps):
+        (logits,) = module.run_method("forward", (torch.tensor([[token]]), torch.tensor([position])))
+        token = int(logits.reshape(-1, logits.shape[-1])[-1].argmax())
+    with tempfile.TemporaryDirectory() as tmp:
+        etdump = Path(tmp) / "trace.etdp"
+        module.write_etdump_result_to_file(str(etdump))
+        inspector = Inspector(etdump_path=str(etdump))
+    events = [
+        (event.name, list(event.perf_data.raw))
+        for block in inspector.event_blocks
+        if block.name == "Execute"
+        for event in block.events
+        if event.perf_data is not None
+    ]
+    return summarize(events, prefill_calls, prompt_len)

@@ -1,0 +1,97 @@
+"""The decode profile: its per-step arithmetic on known events, and a traced tiny program."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from executorch_optimum.runtime.decode_profile import is_cpu_operator, profile_decode, summarize
+from executorch_optimum.xnnpack import export_to_executorch_with_xnnpack
+
+VOCAB, HIDDEN, CONTEXT, MAX_SEQ_LEN = 40, 32, 24, 4
+
+
+def test_summarize_adds_up_each_kind_per_step() -> None:
+    # One prefill call (first value, left out), then three decode calls (milliseconds).
+    events = [
+        ("Method::execute", [9.0, 0.010, 0.012, 0.011]),
+        ("DELEGATE_CALL", [5.0, 0.006, 0.006, 0.006]),
+        ("OPERATOR_CALL", [3.0, 0.003, 0.003, 0.003]),
+        ("Fully Connected (NC, F32) GEMM #1", [1.0, 0.002, 0.002, 0.002]),
+        ("Fully Connected (NC, F32) GEMM #2", [1.0, 0.001, 0.001, 0.001]),
+        ("eo::ring_sdpa.out", [2.0, 0.001, 0.002, 0.003]),
+        ("native_call_cat.out", [0.5]),  # a prefill-only event: no decode time
+    ]
+    profile = summarize(events, prefill_calls=1, first_position=7)
+    assert profile.steps == 3 and profile.first_position == 7
+    assert profile.step_us == pytest.approx(11.0)  # mean of 10, 12, 11 us
+    assert profile.delegate_calls_us == pytest.approx(6.0) and profile.operator_calls_us == pytest.approx(3.0)
+    gemm, sdpa = profile.ops  # slowest first; the two GEMM events are one kind
+    assert (gemm.name, gemm.calls_per_step, gemm.us_per_step) == (
+        "Fully Connected (NC, F32) GEMM",
+        2,
+        pytest.approx(3.0),
+    )
+    assert (sdpa.name, sdpa.calls_per_step, sdpa.us_per_step) == ("eo::ring_sdpa.out", 1, pytest.approx(2.0))
+    assert profile.delegate_untraced_us == pytest.approx(6.0 - 3.0)  # the sdpa is a CPU operator
+    assert "| eo::ring_sdpa.out | 1 | 2.0 | 18.2 |" in profile.table()
+
+
+def test_a_preempted_call_is_left_out() -> None:
+    times = [0.0] + [0.001] * 9 + [0.5]  # prefill, nine 1-us calls and one stalled call
+    profile = summarize([("Method::execute", times)], prefill_calls=1, first_position=0)
+    assert profile.step_us == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="no decode calls"):
+        summarize([("Method::execute", [1.0])], prefill_calls=1, first_position=0)
+
+
+def test_operator_kinds() -> None:
+    assert is_cpu_operator("native_call_cat.out") and is_cpu_operator("llama::update_cache.out")
+    assert not is_cpu_operator("Fully Connected (NC, F32) GEMM")
+
+
+class TinyLm(torch.nn.Module):
+    """Embedding, a mutable per-position cache and two linears: XNNPACK takes the linears."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(VOCAB, HIDDEN)
+        self.mix = torch.nn.Linear(2 * HIDDEN, HIDDEN)
+        self.head = torch.nn.Linear(HIDDEN, VOCAB)
+        self.register_buffer("cache", torch.zeros(CONTEXT, HIDDEN))
+
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        x = self.embed(tokens[0])
+        self.cache.index_copy_(0, positions, x)
+        context = self.cache.mean(0, keepdim=True).expand_as(x)
+        return self.head(torch.relu(self.mix(torch.cat([x, context], -1))))[None]
+
+    def export(self) -> dict[str, torch.export.ExportedProgram]:
+        seq = torch.export.Dim("seq", min=1, max=MAX_SEQ_LEN)
+        example = (torch.zeros(1, 3, dtype=torch.long), torch.arange(3))
+        with torch.no_grad():
+            return {"forward": torch.export.export(self, example, dynamic_shapes=({1: seq}, {0: seq}))}
+
+    def metadata(self) -> dict:
+        return {
+            "get_max_seq_len": MAX_SEQ_LEN,
+            "get_max_context_len": CONTEXT,
+            "use_kv_cache": True,
+            "enable_dynamic_shape": True,
+            "get_vocab_size": VOCAB,
+        }
+
+
+def test_a_traced_program_reports_its_delegated_linears(tmp_path) -> None:
+    torch.manual_seed(0)
+    pte = tmp_path / "tiny.pte"
+    pte.write_bytes(export_to_executorch_with_xnnpack(TinyLm().eval()).buffer)
+    profile = profile_decode(pte, prompt_len=6, steps=5)  # prefill in chunks of 4 and 2
+    assert profile.steps == 5 and profile.first_position == 6
+    kinds = {op.name: op for op in profile.ops}
+    gemms = [op for name, op in kinds.items() if name.startswith("Fully Connected")]
+    assert sum(op.calls_per_step for op in gemms) == 2  # mix and head, once per step
+    assert profile.step_us > 0 and profile.delegate_calls_us > 0
+    assert profile.delegate_calls_us + profile.operator_calls_us <= 1.1 * profile.step_us
+    with pytest.raises(ValueError, match="exceeds the context of 24"):
+        profile_decode(pte, prompt_len=20, steps=5)
