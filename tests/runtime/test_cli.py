@@ -9,6 +9,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from executorch_optimum.runtime import Generator
 from executorch_optimum.runtime.cli import main
 from executorch_optimum.xnnpack import export_to_executorch_with_xnnpack
+from tests.support.tiny_programs import export_forward, runner_metadata
 
 CONTEXT, MAX_SEQ_LEN, HIDDEN = 32, 4, 32
 
@@ -32,18 +33,10 @@ class TinyLm(torch.nn.Module):
         return self.head(torch.tanh(x + summed / visible.sum(-1, keepdim=True)))[None]
 
     def export(self) -> dict[str, torch.export.ExportedProgram]:
-        seq = torch.export.Dim("seq", min=1, max=MAX_SEQ_LEN)
-        example = (torch.zeros(1, 2, dtype=torch.long), torch.arange(2))
-        with torch.no_grad():
-            return {"forward": torch.export.export(self, example, dynamic_shapes=({1: seq}, {0: seq}))}
+        return export_forward(self, MAX_SEQ_LEN, example_len=2)
 
     def metadata(self) -> dict:
-        return {
-            "get_max_seq_len": MAX_SEQ_LEN,
-            "get_max_context_len": CONTEXT,
-            "enable_dynamic_shape": True,
-            "get_vocab_size": self.vocab,
-        }
+        return runner_metadata(MAX_SEQ_LEN, CONTEXT, self.vocab)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import torch
 
 from executorch_optimum.runtime.decode_profile import is_cpu_operator, profile_decode, summarize
 from executorch_optimum.xnnpack import export_to_executorch_with_xnnpack
+from tests.support.tiny_programs import export_forward, runner_metadata
 
 VOCAB, HIDDEN, CONTEXT, MAX_SEQ_LEN = 40, 32, 24, 4
 
@@ -67,19 +68,10 @@ class TinyLm(torch.nn.Module):
         return self.head(torch.relu(self.mix(torch.cat([x, context], -1))))[None]
 
     def export(self) -> dict[str, torch.export.ExportedProgram]:
-        seq = torch.export.Dim("seq", min=1, max=MAX_SEQ_LEN)
-        example = (torch.zeros(1, 3, dtype=torch.long), torch.arange(3))
-        with torch.no_grad():
-            return {"forward": torch.export.export(self, example, dynamic_shapes=({1: seq}, {0: seq}))}
+        return export_forward(self, MAX_SEQ_LEN)
 
     def metadata(self) -> dict:
-        return {
-            "get_max_seq_len": MAX_SEQ_LEN,
-            "get_max_context_len": CONTEXT,
-            "use_kv_cache": True,
-            "enable_dynamic_shape": True,
-            "get_vocab_size": VOCAB,
-        }
+        return runner_metadata(MAX_SEQ_LEN, CONTEXT, VOCAB, use_kv_cache=True)
 
 
 def test_a_traced_program_reports_its_delegated_linears(tmp_path) -> None:

@@ -5,6 +5,7 @@ import torch
 
 from executorch_optimum.runtime import Generator, sample_next_token
 from executorch_optimum.xnnpack import export_to_executorch_with_xnnpack
+from tests.support.tiny_programs import export_forward, runner_metadata
 
 VOCAB, HIDDEN, CONTEXT, MAX_SEQ_LEN = 40, 32, 48, 5
 
@@ -36,21 +37,10 @@ class TinyCachedLm(torch.nn.Module):
         return logits[:, -1:, :] if self.last_logits_only else logits
 
     def export(self) -> dict[str, torch.export.ExportedProgram]:
-        seq = torch.export.Dim("seq", min=1, max=MAX_SEQ_LEN)
-        example = (torch.zeros(1, 3, dtype=torch.long), torch.arange(3))
-        with torch.no_grad():
-            program = torch.export.export(self, example, dynamic_shapes=({1: seq}, {0: seq}))
-        return {"forward": program}
+        return export_forward(self, MAX_SEQ_LEN)
 
     def metadata(self) -> dict:
-        return {
-            "get_max_seq_len": MAX_SEQ_LEN,
-            "get_max_context_len": CONTEXT,
-            "use_kv_cache": True,
-            "enable_dynamic_shape": True,
-            "get_eos_ids": [VOCAB - 1],
-            "get_vocab_size": VOCAB,
-        }
+        return runner_metadata(MAX_SEQ_LEN, CONTEXT, VOCAB, use_kv_cache=True, get_eos_ids=[VOCAB - 1])
 
 
 def _eager_generate(model, prompt, steps, temperature=0.0, top_p=1.0, seed=0):

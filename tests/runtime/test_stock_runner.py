@@ -11,6 +11,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from executorch_optimum.runtime import Generator
 from executorch_optimum.xnnpack import export_to_executorch_with_xnnpack
+from tests.support.tiny_programs import export_forward, runner_metadata
 
 CONTEXT, MAX_SEQ_LEN, HIDDEN = 64, 5, 32
 PROMPT = "the quick brown fox jumps over the lazy dog"
@@ -56,20 +57,11 @@ class TinyLm(torch.nn.Module):
         return (self.head(torch.tanh(x + context)) + self.bias)[None]
 
     def export(self) -> dict[str, torch.export.ExportedProgram]:
-        seq = torch.export.Dim("seq", min=1, max=MAX_SEQ_LEN)
-        example = (torch.zeros(1, 3, dtype=torch.long), torch.arange(3))
-        with torch.no_grad():
-            return {"forward": torch.export.export(self, example, dynamic_shapes=({1: seq}, {0: seq}))}
+        return export_forward(self, MAX_SEQ_LEN)
 
     def metadata(self) -> dict:
-        return {
-            "get_max_seq_len": MAX_SEQ_LEN,
-            "get_max_context_len": CONTEXT,
-            "use_kv_cache": True,
-            "enable_dynamic_shape": True,
-            "get_eos_ids": [0],  # "<eos>", which the bias keeps from ever being chosen
-            "get_vocab_size": self.vocab,
-        }
+        # eos is "<eos>" (id 0), which the bias keeps from ever being chosen.
+        return runner_metadata(MAX_SEQ_LEN, CONTEXT, self.vocab, use_kv_cache=True, get_eos_ids=[0])
 
 
 def _stock_runner_text(pte, tokenizer_path, max_new_tokens) -> list[str]:
