@@ -78,6 +78,7 @@ class Exporter(Protocol):
     """What the benchmark needs from an exporter (ours, optimum-executorch, ...)."""
 
     name: str  # shown in tables; also names its cache directory
+    needs_our_kernels: bool  # its programs call our eo::* ops (the runtime loads them first)
 
     def cache_key(self) -> str:
         """Changes whenever the same checkpoint + variant could export differently
@@ -104,6 +105,7 @@ class ForeignExporter:
     def __init__(self, inner: object) -> None:
         self.inner = inner
         self.name = str(inner.name)
+        self.needs_our_kernels = False  # another team's programs use stock ExecuTorch ops
 
     def cache_key(self) -> str:
         try:
@@ -155,6 +157,7 @@ class OurExporter:
         self.max_context_len = max_context_len
         # All attention on our C++ kernels: the runtime that measures it loads libeo_et_kernels.so.
         self.native_kernels = native_kernels
+        self.needs_our_kernels = native_kernels
         self.name = "ours+eo_kernels" if native_kernels else "ours"
         # Hashed once: every export of one run is keyed by the same source version.
         self._source = source_version()

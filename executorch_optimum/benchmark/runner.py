@@ -110,7 +110,7 @@ class Benchmark:
         from executorch_optimum.runtime.threads import configure_threads
 
         cfg = self.config
-        if any(getattr(exporter, "native_kernels", False) for exporter in self.exporters):
+        if any(exporter.needs_our_kernels for exporter in self.exporters):
             from executorch_optimum import kernels
 
             kernels.load_et_kernels()
