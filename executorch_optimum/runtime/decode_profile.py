@@ -124,7 +124,9 @@ def profile_decode(pte: str | Path, prompt_len: int = 128, steps: int = 32) -> D
     module = _load_for_executorch(str(pte), enable_etdump=True, debug_buffer_size=0)
     if prompt_len + steps > context:
         raise ValueError(f"prompt_len + steps = {prompt_len + steps} exceeds the context of {context} tokens")
-    prompt = torch.arange(prompt_len, dtype=torch.long) % 97 + 3  # any ids the vocabulary has
+    # A fixed prompt of ids the vocabulary has (0-2 skipped: often special tokens).
+    vocab = metadata.vocab_size or 100
+    prompt = torch.arange(prompt_len, dtype=torch.long) % max(1, vocab - 3) + min(3, vocab - 1)
     prefill_calls = 0
     for begin in range(0, prompt_len, max_seq_len):
         chunk = prompt[begin : begin + max_seq_len]

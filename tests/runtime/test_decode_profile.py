@@ -9,7 +9,7 @@ from executorch_optimum.runtime.decode_profile import is_cpu_operator, profile_d
 from executorch_optimum.xnnpack import export_to_executorch_with_xnnpack
 from tests.support.tiny_programs import export_forward, runner_metadata
 
-VOCAB, HIDDEN, CONTEXT, MAX_SEQ_LEN = 40, 32, 24, 4
+VOCAB, HIDDEN, CONTEXT, MAX_SEQ_LEN = 12, 32, 24, 4  # a prompt of 18 wraps the ids
 
 
 def test_summarize_adds_up_each_kind_per_step() -> None:
@@ -78,8 +78,8 @@ def test_a_traced_program_reports_its_delegated_linears(tmp_path) -> None:
     torch.manual_seed(0)
     pte = tmp_path / "tiny.pte"
     pte.write_bytes(export_to_executorch_with_xnnpack(TinyLm().eval()).buffer)
-    profile = profile_decode(pte, prompt_len=6, steps=5)  # prefill in chunks of 4 and 2
-    assert profile.steps == 5 and profile.first_position == 6
+    profile = profile_decode(pte, prompt_len=18, steps=5)  # prefill in chunks of 4; ids < VOCAB
+    assert profile.steps == 5 and profile.first_position == 18
     kinds = {op.name: op for op in profile.ops}
     gemms = [op for name, op in kinds.items() if name.startswith("Fully Connected")]
     assert sum(op.calls_per_step for op in gemms) == 2  # mix and head, once per step
