@@ -18,10 +18,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-from executorch_optimum.runtime.generator import load_executorch_op_libraries
-from executorch_optimum.runtime.metadata import read_metadata
+from executorch_optimum.runtime.generator import Generator
 
 STEP = "Method::execute"
 _TOTALS = (STEP, "DELEGATE_CALL", "OPERATOR_CALL")
@@ -112,33 +109,23 @@ def summarize(
 def profile_decode(pte: str | Path, prompt_len: int = 128, steps: int = 32) -> DecodeProfile:
     """Traces a prefill of `prompt_len` tokens and `steps` greedy decode calls of `pte`."""
     from executorch.devtools import Inspector
-    from executorch.extension.pybindings.portable_lib import _load_for_executorch
-    from executorch.runtime import Runtime
 
     if prompt_len < 1 or steps < 1:
         raise ValueError(f"prompt_len and steps must be >= 1, got {prompt_len} and {steps}")
-    load_executorch_op_libraries()
-    # Metadata from an untraced load: traced calls of other methods would join the trace.
-    metadata = read_metadata(Runtime.get().load_program(Path(pte)))
-    max_seq_len, context = metadata.max_seq_len, metadata.max_context_len
-    module = _load_for_executorch(str(pte), enable_etdump=True, debug_buffer_size=0)
+    generator = Generator(pte, enable_etdump=True)
+    context = generator.metadata.max_context_len
     if prompt_len + steps > context:
         raise ValueError(f"prompt_len + steps = {prompt_len + steps} exceeds the context of {context} tokens")
     # A fixed prompt of ids the vocabulary has (0-2 skipped: often special tokens).
-    vocab = metadata.vocab_size or 100
-    prompt = torch.arange(prompt_len, dtype=torch.long) % max(1, vocab - 3) + min(3, vocab - 1)
-    prefill_calls = 0
-    for begin in range(0, prompt_len, max_seq_len):
-        chunk = prompt[begin : begin + max_seq_len]
-        (logits,) = module.run_method("forward", (chunk[None], torch.arange(begin, begin + len(chunk))))
-        prefill_calls += 1
-    token = int(logits.reshape(-1, logits.shape[-1])[-1].argmax())
+    vocab = generator.metadata.vocab_size or 100
+    prompt = [i % max(1, vocab - 3) + min(3, vocab - 1) for i in range(prompt_len)]
+    logits, prefill_calls = generator.prefill(prompt)
+    token = int(logits.argmax())
     for position in range(prompt_len, prompt_len + steps):
-        (logits,) = module.run_method("forward", (torch.tensor([[token]]), torch.tensor([position])))
-        token = int(logits.reshape(-1, logits.shape[-1])[-1].argmax())
+        token = int(generator.forward([token], position).argmax())
     with tempfile.TemporaryDirectory() as tmp:
         etdump = Path(tmp) / "trace.etdp"
-        module.write_etdump_result_to_file(str(etdump))
+        generator.write_etdump(etdump)
         inspector = Inspector(etdump_path=str(etdump))
     events = [
         (event.name, list(event.perf_data.raw))

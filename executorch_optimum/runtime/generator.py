@@ -89,7 +89,9 @@ class Generator:
         pte: str | Path | bytes,
         method: str = "forward",
         load_op_libraries: Callable[[], None] | None = load_executorch_op_libraries,
+        enable_etdump: bool = False,
     ) -> None:
+        """`enable_etdump` traces every call (ExecuTorch's ETDump; see `write_etdump`)."""
         from executorch.runtime import Runtime
 
         if load_op_libraries is not None:
@@ -97,7 +99,7 @@ class Generator:
         source = pte if isinstance(pte, bytes) else Path(pte)
         if isinstance(source, Path) and not source.is_file():
             raise FileNotFoundError(f"no .pte at {source}")
-        self.program = Runtime.get().load_program(source)
+        self.program = Runtime.get().load_program(source, enable_etdump=enable_etdump)
         if method not in self.program.method_names:
             raise ValueError(
                 f"the program has no {method!r} method (it has {sorted(self.program.method_names)})"
@@ -110,6 +112,10 @@ class Generator:
         self._num_inputs = meta.num_inputs()
         # Like the stock runner: a position input that holds more than one value is cache_position.
         self._positions_per_call = meta.input_tensor_meta(1).sizes()[0] if self._num_inputs > 1 else 0
+
+    def write_etdump(self, path: str | Path) -> None:
+        """Writes the trace of the calls so far (the program was loaded with `enable_etdump`)."""
+        self.program.write_etdump_result_to_file(str(path), "")
 
     def reset(self) -> None:
         """Reloads the method: mutable buffers (KV caches) return to their initial state."""
