@@ -13,7 +13,7 @@ from transformers import PreTrainedModel
 
 from executorch_optimum.caches import ETCustomHybridCache, ETCustomStaticCache
 from executorch_optimum.modules.decoder_cache import DecoderCache
-from executorch_optimum.modules.rotary import linear_rotate_half
+from executorch_optimum.modules.rotary import rotary_for_export
 
 
 class CausalLMExportableModule(torch.nn.Module):
@@ -85,6 +85,6 @@ class CausalLMExportableModule(torch.nn.Module):
         if self.max_seq_len > 1:
             seq_len = torch.export.Dim("seq_len", min=1, max=self.max_seq_len)
             dynamic_shapes = {"input_ids": {1: seq_len}, "cache_position": {0: seq_len}}
-        with torch.no_grad(), linear_rotate_half(self.model):
+        with torch.no_grad(), rotary_for_export(self.model):
             program = torch.export.export(self, example, dynamic_shapes=dynamic_shapes, strict=False)
         return {"forward": program}

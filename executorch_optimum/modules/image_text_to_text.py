@@ -23,7 +23,7 @@ import torch
 from transformers import PreTrainedModel
 
 from executorch_optimum.modules.decoder_cache import DecoderCache
-from executorch_optimum.modules.rotary import linear_rotate_half
+from executorch_optimum.modules.rotary import rotary_for_export
 from executorch_optimum.modules.vision import ImagePreprocessing, vision_family
 from executorch_optimum.utils.constant_methods import MetadataValue
 
@@ -151,7 +151,7 @@ class ImageTextToTextExportableModule(torch.nn.Module):
         tokens = torch.export.Dim("tokens", min=1, max=self.max_context_len)
         hidden = int(self.text_config.hidden_size)
         dtype = next(self.model.parameters()).dtype
-        with torch.no_grad(), linear_rotate_half(self.text_decoder):
+        with torch.no_grad(), rotary_for_export(self.text_decoder):
             programs = {
                 "token_embedding": torch.export.export(
                     self.token_embedding,

@@ -1,17 +1,24 @@
-"""Rotary embedding as a matrix product while exporting, so XNNPACK delegates it.
+"""Rotary embedding in a form XNNPACK runs well, while exporting (`rotary_for_export`).
 
 Transformers' `rotate_half` slices the last dim in two halves; XNNPACK refuses slices of
 tensors with a dynamic sequence length, so every layer's rotary stays on the portable path
 and splits the layer into several delegate partitions. `rotate_half(x)` equals
 `x @ R.T` for a fixed signed permutation R, which XNNPACK runs as a tiny linear (exact:
-each output is one input times +-1). The swap lasts only while the model is traced.
+each output is one input times +-1).
+
+Transformers also applies rotary to q and k in [batch, heads, seq, dim] layout, between a
+transpose out of the projections' [batch, seq, heads, dim] and our attention's and cache's
+transpose back. Applied in the sequence-major layout instead (the same products, the same
+bits), those transposes meet in pairs that `CancelPermutePairsPass` removes: fewer delegate
+operators per layer. The swaps last only while the model is traced.
 """
 
 from __future__ import annotations
 
+import inspect
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 
 import torch
 
@@ -72,10 +79,11 @@ def _rotary_dims(model: torch.nn.Module) -> set[int]:
     return {d for d in dims if d > 0 and d % 2 == 0}
 
 
-def _modeling_modules(model: torch.nn.Module) -> list:
+def _modeling_modules(model: torch.nn.Module, function: str) -> list:
+    """The modelling modules of `model`'s classes that define `function`."""
     names = {type(m).__module__ for m in model.modules()}
     modules = [sys.modules[n] for n in sorted(names) if n in sys.modules]
-    return [m for m in modules if callable(getattr(m, "rotate_half", None))]
+    return [m for m in modules if callable(getattr(m, function, None))]
 
 
 @contextmanager
@@ -95,7 +103,7 @@ def linear_rotate_half(model: torch.nn.Module) -> Iterator[None]:
             names[(dim, dtype)] = name
     patched = []
     try:
-        for module in _modeling_modules(model):
+        for module in _modeling_modules(model, "rotate_half"):
             original = module.rotate_half
             module.rotate_half = _LinearRotateHalf(original, model, names)
             patched.append((module, original))
@@ -105,3 +113,58 @@ def linear_rotate_half(model: torch.nn.Module) -> Iterator[None]:
             module.rotate_half = original
         for name in names.values():
             delattr(model, name)
+
+
+class _SequenceMajorRotary:
+    """Drop-in `apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1)` that rotates q and k
+    as [B, S, H, D] (cos/sin unsqueezed on dim 2) and hands back [B, H, S, D] views."""
+
+    def __init__(self, original: Callable) -> None:
+        self.original = original
+        self.signature = inspect.signature(original)
+
+    def __call__(self, *args: object, **kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
+        bound = self.signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        params = bound.arguments
+        q, k = params["q"], params["k"]
+        if params["unsqueeze_dim"] != 1 or q.dim() != 4 or k.dim() != 4:
+            return self.original(*args, **kwargs)
+        params.update(q=q.transpose(1, 2), k=k.transpose(1, 2), unsqueeze_dim=2)
+        q_out, k_out = self.original(*bound.args, **bound.kwargs)
+        return q_out.transpose(1, 2), k_out.transpose(1, 2)
+
+
+def _takes_unsqueeze_dim(function: Callable) -> bool:
+    try:
+        params = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+    return {"q", "k", "unsqueeze_dim"} <= set(params)
+
+
+@contextmanager
+def sequence_major_rotary(model: torch.nn.Module) -> Iterator[None]:
+    """Within the block, the model's `apply_rotary_pos_emb` (the transformers signature with
+    `unsqueeze_dim`) rotates in [B, S, H, D] layout (see module doc)."""
+    patched = []
+    try:
+        for module in _modeling_modules(model, "apply_rotary_pos_emb"):
+            original = module.apply_rotary_pos_emb
+            if isinstance(original, _SequenceMajorRotary) or not _takes_unsqueeze_dim(original):
+                continue
+            module.apply_rotary_pos_emb = _SequenceMajorRotary(original)
+            patched.append((module, original))
+        yield
+    finally:
+        for module, original in reversed(patched):
+            module.apply_rotary_pos_emb = original
+
+
+@contextmanager
+def rotary_for_export(model: torch.nn.Module) -> Iterator[None]:
+    """Both rewrites of this module, for tracing `model` (see module doc)."""
+    with ExitStack() as stack:
+        stack.enter_context(linear_rotate_half(model))
+        stack.enter_context(sequence_major_rotary(model))
+        yield

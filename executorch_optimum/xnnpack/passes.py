@@ -134,6 +134,74 @@ class InferredViewDimPass(ExportPass):
         return PassResult(graph_module, modified)
 
 
+class CancelPermutePairsPass(ExportPass):
+    """Folds `permute(permute(x, a), b)` into one permute of x, or into x when they cancel.
+
+    Each permute is a transpose operator XNNPACK runs (and sets up) on every call. Rotary
+    applied in sequence-major layout (modules/rotary.py) leaves transformers' head transposes
+    next to our attention's and cache's transposes back; this removes both of each pair.
+    """
+
+    _PERMUTE = exir_ops.edge.aten.permute_copy.default
+
+    def call(self, graph_module: torch.fx.GraphModule) -> PassResult:
+        graph = graph_module.graph
+        modified = False
+        for node in list(graph.nodes):
+            inner = node.args[0] if node.target is self._PERMUTE else None
+            if not isinstance(inner, torch.fx.Node) or inner.target is not self._PERMUTE:
+                continue
+            rank = len(node.args[1])
+            first = [d % rank for d in inner.args[1]]
+            order = [first[d % rank] for d in node.args[1]]  # out[i] = x.dim(first[second[i]])
+            if order == list(range(rank)):
+                node.replace_all_uses_with(inner.args[0])
+                graph.erase_node(node)
+            else:
+                node.args = (inner.args[0], order)
+            if not inner.users:
+                graph.erase_node(inner)
+            modified = True
+        if modified:
+            graph_module.recompile()
+        return PassResult(graph_module, modified)
+
+
+class MergeViewsPass(ExportPass):
+    """Views of views become one view of the source; equal views of one source become one node.
+
+    Each view left in a delegated graph is a reshape operator XNNPACK runs (and sets up) on
+    every call. Projections reshape their output twice ([S, N] -> [1, S, N] -> [1, S, H, D]),
+    and every layer views the same rotary tables the same way.
+    """
+
+    _VIEW = exir_ops.edge.aten.view_copy.default
+
+    def call(self, graph_module: torch.fx.GraphModule) -> PassResult:
+        graph = graph_module.graph
+        modified = False
+        seen: dict[tuple, torch.fx.Node] = {}
+        for node in list(graph.nodes):
+            if node.target is not self._VIEW:
+                continue
+            source = node.args[0]
+            if isinstance(source, torch.fx.Node) and source.target is self._VIEW:
+                node.args = (source.args[0], *node.args[1:])
+                if not source.users:
+                    graph.erase_node(source)
+                modified = True
+            key = (node.args[0], tuple(node.args[1]))
+            if key in seen:
+                node.replace_all_uses_with(seen[key])
+                graph.erase_node(node)
+                modified = True
+            else:
+                seen[key] = node
+        if modified:
+            graph_module.recompile()
+        return PassResult(graph_module, modified)
+
+
 class InitializedBufferPass(PassBase):
     """Marks the placeholders whose names contain one of `patterns` as initialised buffers.
 
@@ -157,4 +225,10 @@ class InitializedBufferPass(PassBase):
 
 def default_transform_passes() -> list[ExportPass]:
     """The passes every XNNPACK export runs on the edge graph before partitioning."""
-    return [RemovePaddingIdxEmbeddingPass(), MeanLastDimAsPoolingPass(), InferredViewDimPass()]
+    return [
+        RemovePaddingIdxEmbeddingPass(),
+        MeanLastDimAsPoolingPass(),
+        InferredViewDimPass(),
+        CancelPermutePairsPass(),
+        MergeViewsPass(),
+    ]

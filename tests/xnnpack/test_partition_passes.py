@@ -1,11 +1,13 @@
 """MeanLastDimAsPoolingPass and InferredViewDimPass: the ops they rewrite end up inside
-XNNPACK, and the lowered program still computes what eager PyTorch computes."""
+XNNPACK, and the lowered program still computes what eager PyTorch computes.
+CancelPermutePairsPass and MergeViewsPass: fewer operators, the same values."""
 
 import pytest
 import torch
 from executorch.runtime import Runtime
 
 from executorch_optimum.xnnpack import export_to_executorch_with_xnnpack
+from executorch_optimum.xnnpack.passes import CancelPermutePairsPass, MergeViewsPass
 
 HIDDEN = 48
 HEAD = 8
@@ -62,3 +64,75 @@ def test_without_the_passes_the_norm_stays_portable():
     torch.manual_seed(0)
     lowered = _lower(NormThenHeads(per_head_norm=False).eval(), passes=[])
     assert any("mean" in op for op in lowered.report.portable_ops())
+
+
+class Permutes(torch.nn.Module):
+    """Two pairs of permutes: one cancels, one composes into a single permute."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cancelled = x.permute(0, 2, 1, 3).permute(0, 2, 1, 3)
+        composed = x.permute(0, 2, 1, 3).permute(3, 0, 2, 1)
+        return cancelled + cancelled, composed * composed
+
+
+class Views(torch.nn.Module):
+    """A chain of views of one source, and the same view of another source taken twice."""
+
+    def forward(self, x: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        heads = x.reshape(-1, HIDDEN).reshape(1, -1, HIDDEN).reshape(1, -1, HIDDEN // HEAD, HEAD)
+        return heads + table.reshape(1, -1, 1, HEAD), heads * table.reshape(1, -1, 1, HEAD)
+
+
+def _edge_program(model: torch.nn.Module, example: tuple, pass_) -> tuple[torch.export.ExportedProgram, dict]:  # noqa: ANN001
+    """The model's edge program after `pass_`, and its operator counts before."""
+    from executorch.exir import EdgeCompileConfig, to_edge
+
+    exported = torch.export.export(model, example, strict=False)
+    program = to_edge(exported, compile_config=EdgeCompileConfig(_check_ir_validity=False)).exported_program()
+    before = _count_targets(program.graph_module)
+    pass_(program.graph_module)
+    program.graph_module.graph.lint()
+    return program, before
+
+
+def _count_targets(graph_module: torch.fx.GraphModule) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in graph_module.graph.nodes:
+        if node.op == "call_function":
+            name = str(node.target).split(".")[-2] if "." in str(node.target) else str(node.target)
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def test_permute_pairs_cancel_or_compose_and_values_hold():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, 5)
+    program, before = _edge_program(Permutes(), (x,), CancelPermutePairsPass())
+    assert before["permute_copy"] == 4
+    assert _count_targets(program.graph_module)["permute_copy"] == 1
+    for got, want in zip(program.module()(x), Permutes()(x), strict=True):
+        assert torch.equal(got, want)
+
+
+def test_view_chains_merge_and_equal_views_are_shared():
+    torch.manual_seed(0)
+    x, table = torch.randn(1, 5, HIDDEN), torch.randn(5, HEAD)
+    program, before = _edge_program(Views(), (x, table), MergeViewsPass())
+    # The 3-view chain becomes 1 and the two equal table views become 1.
+    assert before["view_copy"] == 5
+    assert _count_targets(program.graph_module)["view_copy"] == 2
+    for got, want in zip(program.module()(x, table), Views()(x, table), strict=True):
+        assert torch.equal(got, want)
+
+
+def test_llama_layers_keep_no_transposes():
+    """Rotary in sequence-major layout plus CancelPermutePairsPass: transformers' head
+    transposes and ours meet and cancel, so no activation transpose is left in a layer."""
+    from executorch_optimum.modules import CausalLMExportableModule
+    from tests.support.tiny_models import tiny_model
+
+    module = CausalLMExportableModule(tiny_model("qwen3"), max_seq_len=8, max_context_len=32)
+    lowered = export_to_executorch_with_xnnpack(module)
+    ops = lowered.report.delegated_ops() + lowered.report.portable_ops()
+    assert "aten.permute_copy.default" not in ops, ops
+    assert "dim_order_ops._clone_dim_order.default" not in ops, ops
