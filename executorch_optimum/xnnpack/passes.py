@@ -6,7 +6,12 @@ from collections.abc import Sequence
 
 import torch
 from executorch.exir.dialects._ops import ops as exir_ops
-from executorch.exir.pass_base import ExportPass, PassResult
+from executorch.exir.pass_base import (
+    ExportedProgramPassBase,
+    ExportedProgramPassResult,
+    ExportPass,
+    PassResult,
+)
 from torch.fx.passes.infra.pass_base import PassBase
 
 
@@ -97,6 +102,66 @@ class MeanLastDimAsPoolingPass(ExportPass):
         if not isinstance(shape[-1], int) or sum(not isinstance(d, int) for d in shape) > 1:
             return None
         return [int(d) if isinstance(d, int) else d for d in shape]
+
+
+class MeanLastDimAsLinearPass(ExportedProgramPassBase):
+    """Rewrites fp32 `mean(x, -1, keepdim=True)` (RMSNorm's) as `linear(x, ones(1, N) / N)`.
+
+    XNNPACK runs a linear on any leading shape as one operator. The pooling form of
+    MeanLastDimAsPoolingPass (which takes what this pass leaves: other dtypes, where 1/N
+    would round badly) costs five: two reshapes, and two transposes into and out of the
+    channels-last layout XNNPACK's mean wants. Two norms per layer make that 8 operators
+    fewer per layer, each of which XNNPACK reshapes, sets up and runs on every call. The sum
+    is in another order than the mean's; the difference is float32 rounding.
+    """
+
+    _MEAN = exir_ops.edge.aten.mean.dim
+    _LINEAR = exir_ops.edge.aten.linear.default
+
+    def call(self, exported_program: torch.export.ExportedProgram) -> ExportedProgramPassResult:
+        from executorch.backends.transforms.utils import create_constant_placeholder
+        from torch.export.graph_signature import InputKind
+
+        graph = exported_program.graph_module.graph
+        weights: dict[int, torch.fx.Node] = {}
+        modified = False
+        for node in list(graph.nodes):
+            size = self._reduced_size(node)
+            if size is None:
+                continue
+            if size not in weights:
+                first_input = next(iter(graph.find_nodes(op="placeholder")))
+                with graph.inserting_before(first_input):
+                    weights[size] = create_constant_placeholder(
+                        exported_program,
+                        graph,
+                        f"eo_mean_weight_{size}",
+                        InputKind.PARAMETER,
+                        torch.full((1, size), 1.0 / size, dtype=torch.float32),
+                    )
+            with graph.inserting_before(node):
+                linear = graph.call_function(self._LINEAR, (node.args[0], weights[size]))
+            linear.meta = dict(node.meta)
+            node.replace_all_uses_with(linear)
+            graph.erase_node(node)
+            modified = True
+        if modified:
+            exported_program.graph_module.recompile()
+        return ExportedProgramPassResult(exported_program, modified)
+
+    def _reduced_size(self, node: torch.fx.Node) -> int | None:
+        """N when `node` is an fp32 mean over a static last dim N with keepdim, else None."""
+        if node.op != "call_function" or node.target is not self._MEAN:
+            return None
+        if node.kwargs.get("dtype") is not None or len(node.args) < 3 or not node.args[2]:
+            return None
+        value = node.args[0].meta.get("val") if isinstance(node.args[0], torch.fx.Node) else None
+        if value is None or value.dtype != torch.float32 or value.dim() < 2:
+            return None
+        dims = node.args[1] if isinstance(node.args[1], list | tuple) else [node.args[1]]
+        if [d % value.dim() for d in dims] != [value.dim() - 1] or not isinstance(value.shape[-1], int):
+            return None
+        return int(value.shape[-1])
 
 
 class InferredViewDimPass(ExportPass):
@@ -223,10 +288,11 @@ class InitializedBufferPass(PassBase):
         return PassResult(graph_module, modified)
 
 
-def default_transform_passes() -> list[ExportPass]:
+def default_transform_passes() -> list[ExportPass | ExportedProgramPassBase]:
     """The passes every XNNPACK export runs on the edge graph before partitioning."""
     return [
         RemovePaddingIdxEmbeddingPass(),
+        MeanLastDimAsLinearPass(),
         MeanLastDimAsPoolingPass(),
         InferredViewDimPass(),
         CancelPermutePairsPass(),

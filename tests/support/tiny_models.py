@@ -64,3 +64,10 @@ def tiny_model(arch: str, seed: int = 0, **overrides: object) -> transformers.Pr
     else:
         model = getattr(transformers, model_class)(config)
     return model.eval()
+
+
+def linears_after_lowering(model: torch.nn.Module) -> int:
+    """The `aten.linear` ops an fp32 model lowers to: its Linear layers, plus one per RMSNorm
+    (MeanLastDimAsLinearPass turns each norm's mean into a linear)."""
+    linears = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+    return linears + sum(type(m).__name__.endswith("RMSNorm") for m in model.modules())

@@ -1,5 +1,6 @@
-"""MeanLastDimAsPoolingPass and InferredViewDimPass: the ops they rewrite end up inside
-XNNPACK, and the lowered program still computes what eager PyTorch computes.
+"""MeanLastDimAsLinearPass, MeanLastDimAsPoolingPass and InferredViewDimPass: the ops they
+rewrite end up inside XNNPACK, and the lowered program still computes what eager PyTorch
+computes.
 CancelPermutePairsPass and MergeViewsPass: fewer operators, the same values."""
 
 import pytest
@@ -7,7 +8,12 @@ import torch
 from executorch.runtime import Runtime
 
 from executorch_optimum.xnnpack import export_to_executorch_with_xnnpack
-from executorch_optimum.xnnpack.passes import CancelPermutePairsPass, MergeViewsPass
+from executorch_optimum.xnnpack.passes import (
+    CancelPermutePairsPass,
+    MeanLastDimAsLinearPass,
+    MergeViewsPass,
+    default_transform_passes,
+)
 
 HIDDEN = 48
 HEAD = 8
@@ -42,14 +48,27 @@ def _lower(model: torch.nn.Module, passes=None):  # noqa: ANN001, ANN202
     return export_to_executorch_with_xnnpack({"forward": exported}, transform_passes=passes)
 
 
+def _pooling_passes() -> list:
+    """The default passes without MeanLastDimAsLinearPass: every mean takes the pooling form."""
+    return [p for p in default_transform_passes() if not isinstance(p, MeanLastDimAsLinearPass)]
+
+
+@pytest.mark.parametrize("mean_as", ["linear", "pooling"])
 @pytest.mark.parametrize("per_head_norm", [False, True])
-def test_norm_and_head_split_are_delegated_and_match_eager(per_head_norm):
+def test_norm_and_head_split_are_delegated_and_match_eager(per_head_norm, mean_as):
     torch.manual_seed(0)
     model = NormThenHeads(per_head_norm).eval()
-    lowered = _lower(model)
+    lowered = _lower(model, passes=None if mean_as == "linear" else _pooling_passes())
 
     portable = lowered.report.portable_ops()
     assert not any("mean" in op or "view" in op for op in portable), portable
+    delegated = lowered.report.delegated_ops()
+    norms = 2 if per_head_norm else 1
+    if mean_as == "linear":  # fp32: each norm's mean is one more linear, no mean is left
+        assert delegated["aten.linear.default"] == 2 + norms
+        assert "aten.mean.dim" not in delegated
+    else:
+        assert delegated["aten.mean.dim"] == norms
     method = Runtime.get().load_program(lowered.buffer).load_method("forward")
     for seq_len in (1, 7, 32):
         x = torch.randn(1, seq_len, HIDDEN)
