@@ -17,15 +17,17 @@ the timed protocol:
   first by up to 1/new_tokens of the run's time per stall, the second not at all;
 - every run starts from fresh KV caches (the method is reloaded outside the timed region);
 - one untimed warm-up run, then `repeats` runs; several programs are measured interleaved
-  (run r of each program back to back, order alternating) so load on a shared machine
-  affects them alike.
+  call by call: run r of every program advances together, each program making one forward
+  call in turn (order alternating every round), so a slow spell of a shared machine, which
+  lasts seconds, falls on all of them alike. (Interleaving whole runs instead left the
+  ratios of two identical programs 10 % apart from one run to the next.)
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,29 +149,37 @@ class PteBench:
         return logits
 
     def run(self) -> RunSample:
+        """One timed prefill + decode."""
+        calls = self.calls()
+        while True:
+            try:
+                next(calls)
+            except StopIteration as done:
+                return done.value
+
+    def calls(self) -> Generator[None, None, RunSample]:
+        """`run` one forward call at a time: yields after each timed call (every prefill, then
+        every decode step) and returns the RunSample, so programs can take turns."""
         self._fresh()
         prefill_s = []
         for _ in range(self.prefill_calls):
             t0 = time.perf_counter()
             logits = self._prefill(self.prompt)
             prefill_s.append(time.perf_counter() - t0)
+            yield
         token = int(torch.argmax(logits))
         tokens = [token]
         position = len(self.prompt)
         steps = []
-        t2 = step_start = time.perf_counter()
         for _ in range(self.new_tokens):
+            start = time.perf_counter()
             token = int(torch.argmax(self.generator.forward([token], position)))
+            steps.append(time.perf_counter() - start)
             tokens.append(token)
             position += 1
-            step_end = time.perf_counter()
-            steps.append(step_end - step_start)
-            step_start = step_end
+            yield
         return RunSample(
-            prefill_s=statistics.median(prefill_s),
-            decode_s=step_start - t2,
-            tokens=tokens,
-            decode_step_s=steps,
+            prefill_s=statistics.median(prefill_s), decode_s=sum(steps), tokens=tokens, decode_step_s=steps
         )
 
     def decode_at(self, position: int, steps: int, warmup_prompt: int = 16) -> float:
@@ -214,25 +224,42 @@ def measure_interleaved(
     if repeats < 1:
         raise BenchmarkError(f"repeats must be >= 1, got {repeats}")
 
-    def run(i: int, what: str) -> RunSample:
-        sample = benches[i].run()
+    def report(i: int, sample: RunSample, what: str) -> None:
         if on_run is not None:
             name = f"{benches[i].pte.parent.name} " if len(benches) > 1 else ""
             on_run(describe_run(sample, len(benches[i].prompt), benches[i].new_tokens, name + what))
-        return sample
 
     if warmup:
-        for i in range(len(benches)):
-            run(i, "warm-up")
+        for i, bench in enumerate(benches):
+            report(i, bench.run(), "warm-up")
     samples: list[list[RunSample]] = [[] for _ in benches]
-    order = list(range(len(benches)))
     for r in range(repeats):
-        for i in order if r % 2 == 0 else reversed(order):
-            samples[i].append(run(i, f"run {r + 1}/{repeats}"))
+        for i, sample in enumerate(run_in_turns(benches, reverse=r % 2 == 1)):
+            samples[i].append(sample)
+            report(i, sample, f"run {r + 1}/{repeats}")
     return [
         SpeedResult.from_samples(s, len(b.prompt), b.new_tokens, b.chunk)
         for b, s in zip(benches, samples, strict=True)
     ]
+
+
+def run_in_turns(benches: Sequence[PteBench], reverse: bool = False) -> list[RunSample]:
+    """One run of every bench, the benches taking turns call by call (the order of a round
+    flips every round and starts reversed with `reverse`); one RunSample per bench, in order."""
+    calls = {i: bench.calls() for i, bench in enumerate(benches)}
+    samples: dict[int, RunSample] = {}
+    order = list(calls)[::-1] if reverse else list(calls)
+    while calls:
+        for i in order:
+            if i not in calls:
+                continue
+            try:
+                next(calls[i])
+            except StopIteration as done:
+                samples[i] = done.value
+                del calls[i]
+        order.reverse()
+    return [samples[i] for i in range(len(benches))]
 
 
 def measure_pte(

@@ -21,6 +21,7 @@ from executorch_optimum.benchmark.runtime_speed import (
     measure_context_sweep,
     measure_interleaved,
     measure_pte,
+    run_in_turns,
 )
 from executorch_optimum.benchmark.zoo import config_path
 
@@ -75,7 +76,7 @@ def test_runtime_gives_the_eager_greedy_tokens(exported: dict) -> None:
     assert all(v > 0 for v in speed.prefill_tokens_per_s + speed.decode_tokens_per_s)
     # Each decode call is timed: the calls add up to the run's decode time.
     sample = bench.run()
-    assert len(sample.decode_step_s) == 24
+    assert len(sample.decode_step_s) == 24 and min(sample.decode_step_s) > 0
     assert sum(sample.decode_step_s) == pytest.approx(sample.decode_s, rel=1e-9)
     assert len(speed.decode_step_tokens_per_s) == 2
 
@@ -90,6 +91,35 @@ def test_runtime_gives_the_eager_greedy_tokens(exported: dict) -> None:
     before = torch.get_num_threads()
     eager = measure_eager(model, prompt, 24, threads=before + 1, repeats=1)
     assert eager.tokens == want and torch.get_num_threads() == before  # its thread count is restored
+
+
+def test_programs_take_turns_call_by_call(exported: dict) -> None:
+    """Interleaved runs alternate single timed calls between the programs (a slow spell of
+    the machine hits them alike), and each still computes its own greedy tokens."""
+    pte = exported["measured"].pte
+    prompt = make_prompt(20, 512)
+    # 1 prefill + 6 decode calls, and 2 prefills + 9 decode calls.
+    benches = [PteBench(pte, prompt, new_tokens=6), PteBench(pte, prompt[:12], new_tokens=9, prefill_calls=2)]
+    alone = [bench.run().tokens for bench in benches]
+    turns: list[int] = []
+    for i, bench in enumerate(benches):
+        calls = bench.calls
+
+        def logged(_i=i, _calls=calls):  # noqa: ANN202
+            made = _calls()
+            while True:
+                try:
+                    next(made)
+                except StopIteration as done:
+                    return done.value
+                turns.append(_i)
+                yield
+
+        bench.calls = logged
+    first, second = run_in_turns(benches)
+    assert [first.tokens, second.tokens] == alone
+    assert turns == [0, 1, 1, 0] * 3 + [0, 1] + [1] * 4
+    assert len(first.decode_step_s) == 6 and len(second.decode_step_s) == 9
 
 
 def test_runtime_rejects_too_long_a_run(exported: dict) -> None:
