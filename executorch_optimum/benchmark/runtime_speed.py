@@ -35,6 +35,7 @@ import torch
 
 from executorch_optimum.benchmark.errors import BenchmarkError
 from executorch_optimum.benchmark.stats import Stat
+from executorch_optimum.runtime.sampling import greedy_token
 
 
 def make_prompt(length: int, vocab_size: int, seed: int = 0) -> list[int]:
@@ -167,13 +168,13 @@ class PteBench:
             logits = self._prefill(self.prompt)
             prefill_s.append(time.perf_counter() - t0)
             yield
-        token = int(torch.argmax(logits))
+        token = greedy_token(logits)
         tokens = [token]
         position = len(self.prompt)
         steps = []
         for _ in range(self.new_tokens):
             start = time.perf_counter()
-            token = int(torch.argmax(self.generator.forward([token], position)))
+            token = greedy_token(self.generator.forward([token], position))
             steps.append(time.perf_counter() - start)
             tokens.append(token)
             position += 1
@@ -198,13 +199,13 @@ class PteBench:
         self._fresh()
         prefix = self.prompt[: min(warmup_prompt, len(self.prompt), position - 1)] or self.prompt[:1]
         logits = self._prefill(prefix)
-        token = int(torch.argmax(logits))
+        token = greedy_token(logits)
         if position > len(prefix):
-            token = int(torch.argmax(self.generator.forward([token], position - 1)))
+            token = greedy_token(self.generator.forward([token], position - 1))
         seconds = []
         for step in range(steps):
             start = time.perf_counter()
-            token = int(torch.argmax(self.generator.forward([token], position + step)))
+            token = greedy_token(self.generator.forward([token], position + step))
             seconds.append(time.perf_counter() - start)
         return statistics.median(seconds)
 

@@ -15,6 +15,7 @@ _HOMES = {
     "load_executorch_op_libraries": "generator",
     "ProgramMetadata": "metadata",
     "read_metadata": "metadata",
+    "greedy_token": "sampling",
     "sample_next_token": "sampling",
     "configure_threads": "threads",
     "single_thread_openmp": "threads",

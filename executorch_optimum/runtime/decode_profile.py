@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from executorch_optimum.runtime.generator import Generator
+from executorch_optimum.runtime.sampling import greedy_token
 
 STEP = "Method::execute"
 _TOTALS = (STEP, "DELEGATE_CALL", "OPERATOR_CALL")
@@ -120,9 +121,9 @@ def profile_decode(pte: str | Path, prompt_len: int = 128, steps: int = 32) -> D
     vocab = generator.metadata.vocab_size or 100
     prompt = [i % max(1, vocab - 3) + min(3, vocab - 1) for i in range(prompt_len)]
     logits, prefill_calls = generator.prefill(prompt)
-    token = int(logits.argmax())
+    token = greedy_token(logits)
     for position in range(prompt_len, prompt_len + steps):
-        token = int(generator.forward([token], position).argmax())
+        token = greedy_token(generator.forward([token], position))
     with tempfile.TemporaryDirectory() as tmp:
         etdump = Path(tmp) / "trace.etdp"
         generator.write_etdump(etdump)

@@ -43,6 +43,7 @@ import torch
 
 from executorch_optimum.runtime.generator import GenerationStats, load_executorch_op_libraries
 from executorch_optimum.runtime.metadata import ProgramMetadata, read_metadata
+from executorch_optimum.runtime.sampling import greedy_token
 
 TOKEN_EMBEDDING = "token_embedding"
 VISION_ENCODER = "vision_encoder"
@@ -434,7 +435,7 @@ class MultimodalGenerator:
         while True:
             if record_logits:
                 recorded.append(logits)
-            token = int(logits.argmax())
+            token = greedy_token(logits)
             out.append(token)
             if stop_on_eos and token in eos:
                 reason = "eos"

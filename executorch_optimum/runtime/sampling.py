@@ -5,6 +5,19 @@ from __future__ import annotations
 import torch
 
 
+def greedy_token(logits: torch.Tensor) -> int:
+    """The index of the first largest logit, of any shape, layout or float dtype.
+
+    numpy's argmax, not torch's: on one 49152-entry fp32 row torch's takes ~85 us and numpy's
+    ~6 us here (150k entries, Qwen3's vocabulary: ~275 vs ~15 us), 1-2 % of an 8da4w decode
+    step. Both return the first maximum.
+    """
+    row = logits.detach().reshape(-1)
+    if row.dtype != torch.float32:
+        row = row.float()
+    return int(row.numpy().argmax())
+
+
 def sample_next_token(
     logits: torch.Tensor,
     temperature: float = 0.0,
@@ -17,9 +30,9 @@ def sample_next_token(
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    logits = logits.reshape(-1).float()
     if temperature == 0.0:
-        return int(torch.argmax(logits).item())
+        return greedy_token(logits)
+    logits = logits.reshape(-1).float()
     probs = torch.softmax(logits / temperature, dim=-1)
     if top_p < 1.0:
         sorted_probs, order = torch.sort(probs, descending=True)

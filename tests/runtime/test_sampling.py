@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from executorch_optimum.runtime import sample_next_token
+from executorch_optimum.runtime import greedy_token, sample_next_token
 
 
 def test_greedy_is_argmax_over_shapes():
@@ -19,6 +19,23 @@ def test_greedy_takes_the_first_maximum_of_any_layout():
     assert sample_next_token(column) == int(torch.argmax(column.contiguous()))
     half = torch.randn(300).to(torch.bfloat16)
     assert sample_next_token(half) == int(torch.argmax(half.float()))
+
+
+def test_greedy_token_matches_torch_argmax():
+    """greedy_token takes numpy's argmax; torch's is the reference (ties, NaN, dtypes)."""
+    torch.manual_seed(1)
+    cases = [
+        torch.randn(1, 1, 151936),
+        torch.tensor([2.0, 5.0, 5.0, 1.0]),
+        torch.tensor([0.0, float("nan"), 3.0]),
+        torch.tensor([float("-inf"), float("-inf")]),
+        torch.randn(64, 7)[:, 3],
+        torch.randn(500, dtype=torch.float16),
+        torch.randn(500).to(torch.bfloat16),
+        torch.randn(2, 3, requires_grad=True),
+    ]
+    for logits in cases:
+        assert greedy_token(logits) == int(torch.argmax(logits.detach().float())), logits
 
 
 def test_top_p_keeps_only_the_nucleus():
