@@ -41,6 +41,17 @@ class RemovePaddingIdxEmbeddingPass(ExportPass):
         return PassResult(graph_module, modified)
 
 
+def _last_dim_mean_input(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """The (fake) input of `mean.dim(x, [-1], keepdim=True)` without a dtype, else None."""
+    if kwargs.get("dtype") is not None or len(args) < 3 or not args[2]:
+        return None
+    value = args[0].meta.get("val") if isinstance(args[0], torch.fx.Node) else None
+    if value is None or value.dim() < 2:
+        return None
+    dims = args[1] if isinstance(args[1], list | tuple) else [args[1]]
+    return value if [d % value.dim() for d in dims] == [value.dim() - 1] else None
+
+
 class MeanLastDimAsPoolingPass(ExportPass):
     """Rewrites `mean(x, -1, keepdim=True)` (RMSNorm's) into a form XNNPACK delegates.
 
@@ -88,13 +99,8 @@ class MeanLastDimAsPoolingPass(ExportPass):
 
     @staticmethod
     def _rewritable_shape(args: tuple, kwargs: dict) -> list | None:
-        if kwargs.get("dtype") is not None or len(args) < 3 or not args[2]:
-            return None
-        value = args[0].meta.get("val") if isinstance(args[0], torch.fx.Node) else None
-        if value is None or value.dim() < 2 or value.dim() > 4:
-            return None
-        dims = args[1] if isinstance(args[1], list | tuple) else [args[1]]
-        if [d % value.dim() for d in dims] != [value.dim() - 1]:
+        value = _last_dim_mean_input(args, kwargs)
+        if value is None or value.dim() > 4:
             return None
         shape = list(value.shape)
         if value.dim() == 4 and isinstance(shape[2], int) and shape[3] == 1:
@@ -153,13 +159,8 @@ class MeanLastDimAsLinearPass(ExportedProgramPassBase):
         """N when `node` is an fp32 mean over a static last dim N with keepdim, else None."""
         if node.op != "call_function" or node.target is not self._MEAN:
             return None
-        if node.kwargs.get("dtype") is not None or len(node.args) < 3 or not node.args[2]:
-            return None
-        value = node.args[0].meta.get("val") if isinstance(node.args[0], torch.fx.Node) else None
-        if value is None or value.dtype != torch.float32 or value.dim() < 2:
-            return None
-        dims = node.args[1] if isinstance(node.args[1], list | tuple) else [node.args[1]]
-        if [d % value.dim() for d in dims] != [value.dim() - 1] or not isinstance(value.shape[-1], int):
+        value = _last_dim_mean_input(node.args, node.kwargs)
+        if value is None or value.dtype != torch.float32 or not isinstance(value.shape[-1], int):
             return None
         return int(value.shape[-1])
 
