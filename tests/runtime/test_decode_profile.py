@@ -7,7 +7,7 @@ import torch
 
 from executorch_optimum.runtime.decode_profile import is_cpu_operator, profile_decode, summarize
 from executorch_optimum.xnnpack import export_to_executorch_with_xnnpack
-from tests.support.tiny_programs import export_forward, runner_metadata
+from tests.support.tiny_programs import CachedTinyLm
 
 VOCAB, HIDDEN, CONTEXT, MAX_SEQ_LEN = 12, 32, 24, 4  # a prompt of 18 wraps the ids
 
@@ -51,33 +51,12 @@ def test_operator_kinds() -> None:
     assert not is_cpu_operator("Fully Connected (NC, F32) GEMM")
 
 
-class TinyLm(torch.nn.Module):
-    """Embedding, a mutable per-position cache and two linears: XNNPACK takes the linears."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.embed = torch.nn.Embedding(VOCAB, HIDDEN)
-        self.mix = torch.nn.Linear(2 * HIDDEN, HIDDEN)
-        self.head = torch.nn.Linear(HIDDEN, VOCAB)
-        self.register_buffer("cache", torch.zeros(CONTEXT, HIDDEN))
-
-    def forward(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        x = self.embed(tokens[0])
-        self.cache.index_copy_(0, positions, x)
-        context = self.cache.mean(0, keepdim=True).expand_as(x)
-        return self.head(torch.relu(self.mix(torch.cat([x, context], -1))))[None]
-
-    def export(self) -> dict[str, torch.export.ExportedProgram]:
-        return export_forward(self, MAX_SEQ_LEN)
-
-    def metadata(self) -> dict:
-        return runner_metadata(MAX_SEQ_LEN, CONTEXT, VOCAB, use_kv_cache=True)
-
-
 def test_a_traced_program_reports_its_delegated_linears(tmp_path) -> None:
     torch.manual_seed(0)
     pte = tmp_path / "tiny.pte"
-    pte.write_bytes(export_to_executorch_with_xnnpack(TinyLm().eval()).buffer)
+    pte.write_bytes(
+        export_to_executorch_with_xnnpack(CachedTinyLm(VOCAB, HIDDEN, CONTEXT, MAX_SEQ_LEN).eval()).buffer
+    )
     profile = profile_decode(pte, prompt_len=18, steps=5)  # prefill in chunks of 4; ids < VOCAB
     assert profile.steps == 5 and profile.first_position == 18
     kinds = {op.name: op for op in profile.ops}
