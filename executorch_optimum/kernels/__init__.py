@@ -15,6 +15,10 @@ Ops (schemas in core/schemas.h; layout [batch, seq, heads, head_dim], float32):
   this call's update. GQA maps query head h to kv head ``h // (Hq // Hkv)``; softcap > 0 applies
   ``softcap * tanh(score / softcap)`` to the scaled scores.
 
+- ``eo::rope_ring_sdpa(query, cos, sin, k_cache, v_cache, start_pos, window, scale, softcap)``:
+  ring_sdpa of the query rotated first the way transformers does (``q * cos + rotate_half(q) *
+  sin``, cos/sin ``[1 or B, S, D]``), so exported programs need no rotary operators for queries.
+
 Each has an ``.out`` overload (the ExecuTorch kernel). With C = max context and window <= 0
 (or >= C), ring_sdpa over a ring that never wraps is exact causal attention (full layers).
 """

@@ -6,8 +6,10 @@
 
 #include <algorithm>
 #include <array>
+#include <vector>
 
 #include "executorch_optimum/kernels/core/ring_attention.h"
+#include "executorch_optimum/kernels/core/rotary.h"
 #include "executorch_optimum/kernels/core/scaled_add.h"
 
 namespace {
@@ -80,38 +82,90 @@ Tensor& ring_update_cache_out(KernelRuntimeContext& ctx, const Tensor& value, Te
 
 // ---- ring_sdpa -------------------------------------------------------------------------------
 
-Tensor& ring_sdpa_out(KernelRuntimeContext& ctx, const Tensor& query, const Tensor& k_cache,
-                      const Tensor& v_cache, int64_t start_pos, int64_t window, double scale, double softcap,
-                      Tensor& out) {
-  const eo::core::RingSdpaParams p{start_pos, window, static_cast<float>(scale),
-                                   static_cast<float>(softcap)};
+// Checks shapes and dtypes, resizes `out` to the query's shape; false when the kernel failed.
+bool prepare_ring_sdpa(KernelRuntimeContext& ctx, const char* op, const Tensor& query, const Tensor& k_cache,
+                       const Tensor& v_cache, const eo::core::RingSdpaParams& p, Tensor& out) {
   const auto qs = sizes4(query);
   const auto ks = sizes4(k_cache);
   const auto vs = sizes4(v_cache);
   const char* err =
       eo::core::check_ring_sdpa(query.dim(), k_cache.dim(), v_cache.dim(), qs.data(), ks.data(), vs.data(), p);
-  ET_KERNEL_CHECK_MSG(ctx, err == nullptr, InvalidArgument, out, "eo::ring_sdpa: %s", err ? err : "");
+  ET_KERNEL_CHECK_MSG(ctx, err == nullptr, InvalidArgument, false, "%s: %s", op, err ? err : "");
   ET_KERNEL_CHECK_MSG(ctx,
                       query.scalar_type() == ScalarType::Float && k_cache.scalar_type() == ScalarType::Float &&
                           v_cache.scalar_type() == ScalarType::Float && out.scalar_type() == ScalarType::Float,
-                      InvalidArgument, out, "eo::ring_sdpa takes float32 tensors");
+                      InvalidArgument, false, "%s takes float32 tensors", op);
   ET_KERNEL_CHECK_MSG(ctx, last_dim_contiguous(query) && last_dim_contiguous(k_cache) &&
                                last_dim_contiguous(v_cache),
-                      InvalidArgument, out, "eo::ring_sdpa: the last dim must be contiguous");
+                      InvalidArgument, false, "%s: the last dim must be contiguous", op);
   ET_KERNEL_CHECK(ctx, executorch::runtime::resize_tensor(out, query.sizes()) == Error::Ok, InvalidArgument,
-                  out);
-  ET_KERNEL_CHECK_MSG(ctx, executorch::runtime::tensor_is_contiguous(out), InvalidArgument, out,
-                      "eo::ring_sdpa: out must be contiguous");
+                  false);
+  ET_KERNEL_CHECK_MSG(ctx, executorch::runtime::tensor_is_contiguous(out), InvalidArgument, false,
+                      "%s: out must be contiguous", op);
+  return true;
+}
+
+// The attention itself on ExecuTorch's threadpool, queries read from `q` with strides `q_strides`.
+void run_ring_sdpa(KernelRuntimeContext& ctx, const char* op, const float* q, eo::core::Strides3 q_strides,
+                   const Tensor& query, const Tensor& k_cache, const Tensor& v_cache,
+                   const eo::core::RingSdpaParams& p, Tensor& out) {
+  const auto qs = sizes4(query);
+  const auto ks = sizes4(k_cache);
   const eo::core::RingSdpaShape sh{qs[0], qs[1], qs[2], ks[2], qs[3], ks[1]};
   bool ok = true;
   const int64_t threads = std::max<int64_t>(1, executorch::extension::get_thread_count());
-  eo::core::ring_sdpa(query.const_data_ptr<float>(), strides3(query), k_cache.const_data_ptr<float>(),
-                      strides3(k_cache), v_cache.const_data_ptr<float>(), strides3(v_cache),
-                      out.mutable_data_ptr<float>(), sh, p, threads, [&ok, threads](int64_t n, const auto& fn) {
+  eo::core::ring_sdpa(q, q_strides, k_cache.const_data_ptr<float>(), strides3(k_cache),
+                      v_cache.const_data_ptr<float>(), strides3(v_cache), out.mutable_data_ptr<float>(), sh, p,
+                      threads, [&ok, threads](int64_t n, const auto& fn) {
                         const int64_t grain = std::max<int64_t>(1, n / (4 * threads));
                         ok = executorch::extension::parallel_for(0, n, grain, fn);
                       });
-  ET_KERNEL_CHECK_MSG(ctx, ok, Internal, out, "eo::ring_sdpa: parallel_for failed");
+  ET_KERNEL_CHECK_MSG(ctx, ok, Internal, , "%s: parallel_for failed", op);
+}
+
+Tensor& ring_sdpa_out(KernelRuntimeContext& ctx, const Tensor& query, const Tensor& k_cache,
+                      const Tensor& v_cache, int64_t start_pos, int64_t window, double scale, double softcap,
+                      Tensor& out) {
+  const eo::core::RingSdpaParams p{start_pos, window, static_cast<float>(scale),
+                                   static_cast<float>(softcap)};
+  if (prepare_ring_sdpa(ctx, "eo::ring_sdpa", query, k_cache, v_cache, p, out)) {
+    run_ring_sdpa(ctx, "eo::ring_sdpa", query.const_data_ptr<float>(), strides3(query), query, k_cache, v_cache,
+                  p, out);
+  }
+  return out;
+}
+
+// ---- rope_ring_sdpa --------------------------------------------------------------------------
+
+Tensor& rope_ring_sdpa_out(KernelRuntimeContext& ctx, const Tensor& query, const Tensor& cos, const Tensor& sin,
+                           const Tensor& k_cache, const Tensor& v_cache, int64_t start_pos, int64_t window,
+                           double scale, double softcap, Tensor& out) {
+  const char* op = "eo::rope_ring_sdpa";
+  const eo::core::RingSdpaParams p{start_pos, window, static_cast<float>(scale),
+                                   static_cast<float>(softcap)};
+  if (!prepare_ring_sdpa(ctx, op, query, k_cache, v_cache, p, out)) {
+    return out;
+  }
+  const auto qs = sizes4(query);
+  const std::array<int64_t, 3> cs{cos.dim() > 0 ? cos.size(0) : 0, cos.dim() > 1 ? cos.size(1) : 0,
+                                  cos.dim() > 2 ? cos.size(2) : 0};
+  const std::array<int64_t, 3> ns{sin.dim() > 0 ? sin.size(0) : 0, sin.dim() > 1 ? sin.size(1) : 0,
+                                  sin.dim() > 2 ? sin.size(2) : 0};
+  const char* err = eo::core::check_rotary(query.dim(), qs.data(), cos.dim() == sin.dim() ? cos.dim() : -1,
+                                           cs.data(), ns.data());
+  ET_KERNEL_CHECK_MSG(ctx, err == nullptr, InvalidArgument, out, "%s: %s", op, err ? err : "");
+  ET_KERNEL_CHECK_MSG(ctx, cos.scalar_type() == ScalarType::Float && sin.scalar_type() == ScalarType::Float,
+                      InvalidArgument, out, "%s: cos and sin must be float32", op);
+  ET_KERNEL_CHECK_MSG(ctx,
+                      executorch::runtime::tensor_is_contiguous(cos) &&
+                          executorch::runtime::tensor_is_contiguous(sin),
+                      InvalidArgument, out, "%s: cos and sin must be contiguous", op);
+  std::vector<float> rotated(static_cast<std::size_t>(query.numel()));
+  eo::core::rotate_queries(query.const_data_ptr<float>(), strides3(query), cos.const_data_ptr<float>(),
+                           sin.const_data_ptr<float>(), cs[0] == 1 ? 0 : cs[1] * cs[2], qs[0], qs[1], qs[2], qs[3],
+                           rotated.data());
+  const eo::core::Strides3 contiguous{qs[1] * qs[2] * qs[3], qs[2] * qs[3], qs[3]};
+  run_ring_sdpa(ctx, op, rotated.data(), contiguous, query, k_cache, v_cache, p, out);
   return out;
 }
 
@@ -120,3 +174,4 @@ Tensor& ring_sdpa_out(KernelRuntimeContext& ctx, const Tensor& query, const Tens
 EXECUTORCH_LIBRARY(eo, "scaled_add.out", scaled_add_out);
 EXECUTORCH_LIBRARY(eo, "ring_update_cache.out", ring_update_cache_out);
 EXECUTORCH_LIBRARY(eo, "ring_sdpa.out", ring_sdpa_out);
+EXECUTORCH_LIBRARY(eo, "rope_ring_sdpa.out", rope_ring_sdpa_out);

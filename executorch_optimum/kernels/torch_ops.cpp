@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "executorch_optimum/kernels/core/ring_attention.h"
+#include "executorch_optimum/kernels/core/rotary.h"
 #include "executorch_optimum/kernels/core/scaled_add.h"
 #include "executorch_optimum/kernels/core/schemas.h"
 
@@ -163,6 +164,55 @@ at::Tensor& ring_sdpa_out_meta(const at::Tensor& query, const at::Tensor& k_cach
   return out;
 }
 
+// ---- rope_ring_sdpa --------------------------------------------------------------------------
+
+void check_rotary(const at::Tensor& query, const at::Tensor& cos, const at::Tensor& sin) {
+  const std::array<int64_t, 4> none{};
+  const char* err = eo::core::check_rotary(query.dim(), query.dim() == 4 ? query.sizes().data() : none.data(),
+                                           cos.dim() == sin.dim() ? cos.dim() : -1,
+                                           cos.dim() == 3 ? cos.sizes().data() : none.data(),
+                                           sin.dim() == 3 ? sin.sizes().data() : none.data());
+  TORCH_CHECK(err == nullptr, "eo::rope_ring_sdpa: ", err ? err : "", " (query ", query.sizes(), ", cos ",
+              cos.sizes(), ", sin ", sin.sizes(), ")");
+  check_float(cos, "eo::rope_ring_sdpa", "cos");
+  check_float(sin, "eo::rope_ring_sdpa", "sin");
+}
+
+at::Tensor& rope_ring_sdpa_out(const at::Tensor& query, const at::Tensor& cos, const at::Tensor& sin,
+                               const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start_pos,
+                               int64_t window, double scale, double softcap, at::Tensor& out) {
+  check_rotary(query, cos, sin);
+  check_float(query, "eo::rope_ring_sdpa", "query");
+  const at::Tensor q = last_dim_contiguous(query);
+  const at::Tensor c = cos.contiguous();
+  const at::Tensor n = sin.contiguous();
+  at::Tensor rotated = at::empty(q.sizes(), q.options().memory_format(at::MemoryFormat::Contiguous));
+  eo::core::rotate_queries(q.const_data_ptr<float>(), strides3(q), c.const_data_ptr<float>(),
+                           n.const_data_ptr<float>(), c.size(0) == 1 ? 0 : c.stride(0), q.size(0), q.size(1),
+                           q.size(2), q.size(3), rotated.mutable_data_ptr<float>());
+  return ring_sdpa_out(rotated, k_cache, v_cache, start_pos, window, scale, softcap, out);
+}
+
+at::Tensor rope_ring_sdpa(const at::Tensor& query, const at::Tensor& cos, const at::Tensor& sin,
+                          const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start_pos, int64_t window,
+                          double scale, double softcap) {
+  at::Tensor out = at::empty(query.sizes(), query.options().memory_format(at::MemoryFormat::Contiguous));
+  rope_ring_sdpa_out(query, cos, sin, k_cache, v_cache, start_pos, window, scale, softcap, out);
+  return out;
+}
+
+at::Tensor rope_ring_sdpa_meta(const at::Tensor& query, const at::Tensor& cos, const at::Tensor& sin,
+                               const at::Tensor& k_cache, const at::Tensor& v_cache, c10::SymInt start_pos,
+                               int64_t window, double scale, double softcap) {
+  return ring_sdpa_meta(query, k_cache, v_cache, start_pos, window, scale, softcap);
+}
+
+at::Tensor& rope_ring_sdpa_out_meta(const at::Tensor& query, const at::Tensor& cos, const at::Tensor& sin,
+                                    const at::Tensor& k_cache, const at::Tensor& v_cache, c10::SymInt start_pos,
+                                    int64_t window, double scale, double softcap, at::Tensor& out) {
+  return ring_sdpa_out_meta(query, k_cache, v_cache, start_pos, window, scale, softcap, out);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(eo, m) {
@@ -178,6 +228,8 @@ TORCH_LIBRARY_IMPL(eo, CPU, m) {
   m.impl("ring_update_cache.out", ring_update_cache_out);
   m.impl("ring_sdpa", ring_sdpa);
   m.impl("ring_sdpa.out", ring_sdpa_out);
+  m.impl("rope_ring_sdpa", rope_ring_sdpa);
+  m.impl("rope_ring_sdpa.out", rope_ring_sdpa_out);
 }
 
 TORCH_LIBRARY_IMPL(eo, Meta, m) {
@@ -187,4 +239,6 @@ TORCH_LIBRARY_IMPL(eo, Meta, m) {
   m.impl("ring_update_cache.out", TORCH_FN(ring_update_cache_out_meta));
   m.impl("ring_sdpa", TORCH_FN(ring_sdpa_meta));
   m.impl("ring_sdpa.out", TORCH_FN(ring_sdpa_out_meta));
+  m.impl("rope_ring_sdpa", TORCH_FN(rope_ring_sdpa_meta));
+  m.impl("rope_ring_sdpa.out", TORCH_FN(rope_ring_sdpa_out_meta));
 }

@@ -17,6 +17,7 @@ from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  (regis
 from transformers import AttentionInterface
 
 from executorch_optimum.caches import EORingLayer, ETCacheBase, ETFullLayer, ETRingLayer
+from executorch_optimum.sdpa.query_rotary import QUERY_ROTARY
 
 AttentionFn = Callable[..., tuple[torch.Tensor, None]]
 _names = itertools.count()
@@ -101,13 +102,20 @@ def make_attention(
         window = _layer_window(layer, sliding_window)
         q = query.transpose(1, 2)  # [B, S, H, D]
         positions = cache.positions.tensor
+        query_rotary = QUERY_ROTARY.take()  # the query is unrotated when this is set
         if isinstance(layer, EORingLayer) or native_kernels:
             from executorch_optimum.kernels import NO_WINDOW, load_torch_ops
 
             load_torch_ops()
             start = cache.positions.start()
             limit = NO_WINDOW if window is None else window
-            return torch.ops.eo.ring_sdpa(q, key, value, start, limit, scale, float(softcap or 0.0)), None
+            cap = float(softcap or 0.0)
+            if query_rotary is not None:
+                cos, sin = query_rotary
+                return torch.ops.eo.rope_ring_sdpa(q, cos, sin, key, value, start, limit, scale, cap), None
+            return torch.ops.eo.ring_sdpa(q, key, value, start, limit, scale, cap), None
+        if query_rotary is not None:
+            raise RuntimeError("this layer's attention cannot rotate its query (only eo::rope_ring_sdpa can)")
         if softcap or not use_custom_sdpa:
             visible = visible_keys(layer, positions, window)
             return softcapped_attention(q, key, value, visible, scale, softcap), None

@@ -301,11 +301,48 @@ def test_ring_update_rejects_bad_arguments():
         torch.ops.eo.ring_update_cache(torch.randn(1, 2, 2, 8), torch.zeros(1, 4, 2, 8, dtype=torch.int32), 0)
 
 
+@pytest.mark.parametrize("table_batch", [1, 2])
+def test_rope_ring_sdpa_is_transformers_rotary_then_ring_sdpa(table_batch):
+    """Queries rotated by the op itself equal transformers' apply_rotary_pos_emb followed by
+    ring_sdpa (strided queries read in place; tables shared by the batch or per batch row)."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    kernels.load_torch_ops()
+    torch.manual_seed(0)
+    batch, seq, q_heads, kv_heads, dim, capacity, start = 2, 5, 4, 2, 16, 12, 3
+    q = torch.randn(batch, q_heads, seq, dim).transpose(1, 2)  # [B, S, H, D], strided
+    k_cache, v_cache = (
+        torch.randn(batch, capacity, kv_heads, dim),
+        torch.randn(batch, capacity, kv_heads, dim),
+    )
+    angles = torch.rand(table_batch, seq, dim // 2) * 6.0
+    cos, sin = torch.cat([angles, angles], -1).cos(), torch.cat([angles, angles], -1).sin()
+    got = torch.ops.eo.rope_ring_sdpa(q, cos, sin, k_cache, v_cache, start, 6, 0.25, 2.0)
+    rotated, _ = apply_rotary_pos_emb(q, q, cos, sin, unsqueeze_dim=2)
+    want = torch.ops.eo.ring_sdpa(rotated, k_cache, v_cache, start, 6, 0.25, 2.0)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(got, torch.ops.eo.ring_sdpa(q, k_cache, v_cache, start, 6, 0.25, 2.0))
+
+
+@pytest.mark.parametrize(
+    ("cos_shape", "dim", "message"),
+    [((1, 3, 8), 8, "S, D"), ((1, 2, 9), 9, "even"), ((1, 2, 8, 1), 8, "3-D")],
+)
+def test_rope_ring_sdpa_rejects_bad_tables(cos_shape, dim, message):
+    kernels.load_torch_ops()
+    q, cache = torch.randn(1, 2, 2, dim), torch.randn(1, 4, 2, dim)
+    table = torch.randn(cos_shape)
+    with pytest.raises(RuntimeError, match=message):
+        torch.ops.eo.rope_ring_sdpa(q, table, table, cache, cache, 0, 0, 1.0, 0.0)
+
+
 def test_meta_kernels_give_shapes():
     kernels.load_torch_ops()
     q = torch.empty(2, 5, 8, 16, device="meta")
     k = torch.empty(2, 12, 2, 16, device="meta")
     assert torch.ops.eo.ring_sdpa(q, k, k, 3, 4, 1.0, 0.0).shape == (2, 5, 8, 16)
+    table = torch.empty(1, 5, 16, device="meta")
+    assert torch.ops.eo.rope_ring_sdpa(q, table, table, k, k, 3, 4, 1.0, 0.0).shape == (2, 5, 8, 16)
     end = torch.ops.eo.ring_update_cache(torch.empty(2, 5, 2, 16, device="meta"), k, 3)
     assert end.shape == (1,) and end.dtype == torch.int64
 
@@ -319,6 +356,8 @@ def test_build_info_module():
         "eo::ring_update_cache.out",
         "eo::ring_sdpa",
         "eo::ring_sdpa.out",
+        "eo::rope_ring_sdpa",
+        "eo::rope_ring_sdpa.out",
     } <= set(info["ops"])
     kernels.load_torch_ops()
     for schema in info["schemas"]:

@@ -154,3 +154,57 @@ def test_pte_with_xnnpack_delegation_matches_eager(tmp_path):
         (got,) = method.execute([x, input_pos])
         torch.testing.assert_close(got, model(x, input_pos), rtol=1e-5, atol=1e-5)
         pos += seq_len
+
+
+class RopeRingAttention(RingAttention):
+    """RingAttention whose queries arrive unrotated: eo::rope_ring_sdpa rotates them."""
+
+    def forward(self, q, k, v, input_pos, cos, sin):  # noqa: ANN001, ANN201
+        start = input_pos[0].item()
+        torch._check(start >= 0)
+        torch.ops.eo.ring_update_cache(k, self.k_cache, start)
+        torch.ops.eo.ring_update_cache(v, self.v_cache, start)
+        c = self.case
+        return torch.ops.eo.rope_ring_sdpa(
+            q, cos, sin, self.k_cache, self.v_cache, start, c.window, c.head_dim**-0.5, c.softcap
+        )
+
+
+def test_pte_rope_ring_sdpa_matches_eager_and_reference(tmp_path):
+    """The ExecuTorch kernel of rope_ring_sdpa: the eager op's bits, and transformers' rotary
+    followed by attention in float64."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    case = CASES["gqa2_softcap_window_lt_chunk"]
+    kernels.load_torch_ops()
+    kernels.load_et_kernels()
+    torch.manual_seed(0)
+
+    def tables(seq: int, pos: int) -> tuple[torch.Tensor, torch.Tensor]:
+        angles = torch.arange(pos, pos + seq)[:, None] * torch.rand(case.head_dim // 2)
+        angles = torch.cat([angles, angles], -1)[None]
+        return angles.cos(), angles.sin()
+
+    seq_dim = torch.export.Dim("seq", min=1, max=max(case.chunks))
+    example = (*_inputs(case, 2, 0), *tables(2, 0))
+    dynamic = ({1: seq_dim}, {1: seq_dim}, {1: seq_dim}, None, {1: seq_dim}, {1: seq_dim})
+    program = to_edge(
+        torch.export.export(RopeRingAttention(case), example, dynamic_shapes=dynamic)
+    ).to_executorch()
+    targets = {str(n.target) for n in program.exported_program().graph.nodes if n.op == "call_function"}
+    assert "eo.rope_ring_sdpa.out" in targets, targets
+    method = Runtime.get().load_program(program.buffer).load_method("forward")
+
+    eager = RopeRingAttention(case)
+    ref = RingReference(case.batch, case.capacity, case.kv_heads, case.head_dim)
+    pos = 0
+    for seq in case.chunks:
+        q, k, v, input_pos = _inputs(case, seq, pos)
+        cos, sin = tables(seq, pos)
+        (got,) = method.execute([q, k, v, input_pos, cos, sin])
+        torch.testing.assert_close(got, eager(q, k, v, input_pos, cos, sin), rtol=0, atol=0)
+        rotated, _ = apply_rotary_pos_emb(q, q, cos, sin, unsqueeze_dim=2)
+        ref.update(pos, k, v)
+        want = ref.attend(rotated, pos, case.window, case.head_dim**-0.5, case.softcap)
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=2e-5)
+        pos += seq

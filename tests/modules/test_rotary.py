@@ -104,3 +104,13 @@ def test_rotary_for_export_undoes_both_swaps_when_the_block_raises():
         raise RuntimeError("boom")
     assert modeling_llama.rotate_half is rotate
     assert modeling_llama.apply_rotary_pos_emb is apply
+
+
+def test_a_deferred_query_rotary_nobody_takes_is_an_error():
+    """With defer_query the query leaves unrotated; an attention that does not take its tables
+    (here transformers' own) would compute wrong numbers, so the next layer's hand-over fails."""
+    model = tiny_model("llama")
+    with pytest.raises(RuntimeError, match="never used"), torch.no_grad(), sequence_major_rotary(model, True):
+        model(torch.tensor([[3, 1, 4]]))
+    with torch.no_grad(), sequence_major_rotary(model, defer_query=False):
+        model(torch.tensor([[3, 1, 4]]))  # without deferral nothing is handed over

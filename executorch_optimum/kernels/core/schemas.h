@@ -26,6 +26,12 @@ inline constexpr OpSchema kOpSchemas[] = {
     {"eo::ring_sdpa.out",
      "ring_sdpa.out(Tensor query, Tensor k_cache, Tensor v_cache, SymInt start_pos, int window, "
      "float scale, float softcap, *, Tensor(a!) out) -> Tensor(a!)"},
+    {"eo::rope_ring_sdpa",
+     "rope_ring_sdpa(Tensor query, Tensor cos, Tensor sin, Tensor k_cache, Tensor v_cache, SymInt start_pos, "
+     "int window, float scale, float softcap) -> Tensor"},
+    {"eo::rope_ring_sdpa.out",
+     "rope_ring_sdpa.out(Tensor query, Tensor cos, Tensor sin, Tensor k_cache, Tensor v_cache, SymInt "
+     "start_pos, int window, float scale, float softcap, *, Tensor(a!) out) -> Tensor(a!)"},
 };
 
 }  // namespace eo::core
