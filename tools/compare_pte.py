@@ -9,7 +9,6 @@ the same checkpoint before and after, then compare.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -41,23 +40,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    workdir = os.environ.get("BUILD_WORKING_DIRECTORY")  # `bazel run`: the user's cwd
-    if workdir:
-        os.chdir(workdir)
+    from executorch_optimum.runtime.process import enter_user_cwd, prepare_runtime
+
+    enter_user_cwd()
     missing = [str(p) for p in args.pte if not p.is_file()]
     if missing:
         print(f"error: no .pte at {', '.join(missing)}", file=sys.stderr)
         return 2
-    from executorch_optimum.runtime.threads import single_thread_openmp
-
-    single_thread_openmp()  # before torch loads
-    from executorch_optimum import kernels
+    prepare_runtime(args.threads)
     from executorch_optimum.benchmark.errors import BenchmarkError
     from executorch_optimum.benchmark.program_ab import compare_programs
-    from executorch_optimum.runtime.threads import configure_threads
 
-    kernels.load_et_kernels()  # programs exported with --native_kernels need them
-    configure_threads(args.threads)
     on_run = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     try:
         comparison = compare_programs(args.pte, args.prompt_len, args.new_tokens, args.repeats, on_run=on_run)

@@ -6,22 +6,16 @@ programs exported with `native_kernels` run.
 
 from __future__ import annotations
 
-import os
 import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    # `bazel run` starts us in the runfiles tree; the user's relative paths mean their cwd.
-    workdir = os.environ.get("BUILD_WORKING_DIRECTORY")
-    if workdir:
-        os.chdir(workdir)
-    from executorch_optimum.runtime.threads import single_thread_openmp
+    from executorch_optimum.runtime.process import enter_user_cwd, prepare_runtime
 
-    single_thread_openmp()  # before torch loads
-    from executorch_optimum import kernels
+    enter_user_cwd()
+    prepare_runtime()  # the CLI sizes the threadpool from its --threads
     from executorch_optimum.runtime import cli
 
-    kernels.load_et_kernels()
     return cli.main(argv)
 
 

@@ -7,7 +7,6 @@ own operators included), its calls and microseconds per decode step.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -27,21 +26,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    workdir = os.environ.get("BUILD_WORKING_DIRECTORY")  # `bazel run`: the user's cwd
-    if workdir:
-        os.chdir(workdir)
+    from executorch_optimum.runtime.process import enter_user_cwd, prepare_runtime
+
+    enter_user_cwd()
     if not args.pte.is_file():
         print(f"error: no .pte at {args.pte}", file=sys.stderr)
         return 2
-    from executorch_optimum.runtime.threads import single_thread_openmp
-
-    single_thread_openmp()  # before torch loads
-    from executorch_optimum import kernels
+    prepare_runtime(args.threads)
     from executorch_optimum.runtime.decode_profile import profile_decode
-    from executorch_optimum.runtime.threads import configure_threads
 
-    kernels.load_et_kernels()
-    configure_threads(args.threads)
     try:
         report = profile_decode(args.pte, args.prompt_len, args.steps)
     except (ValueError, RuntimeError) as err:
