@@ -16,6 +16,7 @@ from executorch.examples.models.llama.source_transformation.custom_kv_cache impo
 from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  (registers llama::*)
 from transformers.cache_utils import CacheLayerMixin
 
+from executorch_optimum.caches.deferred_rotary import KEY_ROTARY
 from executorch_optimum.caches.positions import CallPositions
 
 
@@ -55,8 +56,9 @@ class ETFullLayer(CacheLayerMixin):
         start = self.positions.start()
         seq_len = key_states.shape[-2]
         torch._check(start + seq_len <= self.max_cache_len)
-        torch.ops.llama.update_cache(_to_storage_layout(key_states), self.storage.k_cache, start)
-        torch.ops.llama.update_cache(_to_storage_layout(value_states), self.storage.v_cache, start)
+        if not _write_rotated_keys(self.storage, key_states, value_states, start):
+            torch.ops.llama.update_cache(_to_storage_layout(key_states), self.storage.k_cache, start)
+            torch.ops.llama.update_cache(_to_storage_layout(value_states), self.storage.v_cache, start)
         return self.storage.k_cache, self.storage.v_cache
 
     def key_positions(self) -> torch.Tensor:
@@ -75,6 +77,27 @@ class ETFullLayer(CacheLayerMixin):
     def reset(self) -> None:
         self.storage.k_cache.zero_()
         self.storage.v_cache.zero_()
+
+
+def _write_rotated_keys(
+    storage: torch.nn.Module, key_states: torch.Tensor, value_states: torch.Tensor, start: torch.SymInt | int
+) -> bool:
+    """Writes keys and values with eo::rope_kv_update when the keys came unrotated (their
+    tables in KEY_ROTARY, see modules/rotary.py); False when the keys are rotated already.
+
+    A full layer's storage is a ring that never wraps (slot = position), so the op serves both
+    kinds of layer.
+    """
+    tables = KEY_ROTARY.take()
+    if tables is None:
+        return False
+    from executorch_optimum import kernels
+
+    kernels.load_torch_ops()
+    cos, sin = tables
+    key, value = _to_storage_layout(key_states), _to_storage_layout(value_states)
+    torch.ops.eo.rope_kv_update(key, value, cos, sin, storage.k_cache, storage.v_cache, start)
+    return True
 
 
 def _init_ring(
@@ -125,6 +148,10 @@ class ETRingLayer(ETFullLayer):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         seq_len = key_states.shape[-2]
         torch._check(seq_len <= self.max_chunk)
+        if KEY_ROTARY.pending is not None:
+            raise RuntimeError(
+                "ExecuTorch's ring cache cannot rotate keys: export sliding layers with native_kernels"
+            )
         manager = self.storage.cache_positions_manager
         indices = manager.calculate_positions_and_update_indices(self.positions.tensor, seq_len).unsqueeze(0)
         start = self.positions.start()
@@ -191,8 +218,9 @@ class EORingLayer(ETFullLayer):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         torch._check(key_states.shape[-2] <= self.max_chunk)
         start = self.positions.start()
-        torch.ops.eo.ring_update_cache(_to_storage_layout(key_states), self.storage.k_cache, start)
-        torch.ops.eo.ring_update_cache(_to_storage_layout(value_states), self.storage.v_cache, start)
+        if not _write_rotated_keys(self.storage, key_states, value_states, start):
+            torch.ops.eo.ring_update_cache(_to_storage_layout(key_states), self.storage.k_cache, start)
+            torch.ops.eo.ring_update_cache(_to_storage_layout(value_states), self.storage.v_cache, start)
         return self.storage.k_cache, self.storage.v_cache
 
     def key_positions(self) -> torch.Tensor:

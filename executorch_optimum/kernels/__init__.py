@@ -18,6 +18,9 @@ Ops (schemas in core/schemas.h; layout [batch, seq, heads, head_dim], float32):
 - ``eo::rope_ring_sdpa(query, cos, sin, k_cache, v_cache, start_pos, window, scale, softcap)``:
   ring_sdpa of the query rotated first the way transformers does (``q * cos + rotate_half(q) *
   sin``, cos/sin ``[1 or B, S, D]``), so exported programs need no rotary operators for queries.
+- ``eo::rope_kv_update(key, value, cos, sin, k_cache(a!), v_cache(b!), start_pos) -> int64 [1]``:
+  ring_update_cache of the key rotated the same way and of the value, in one call (no rotary
+  operators for keys either).
 
 Each has an ``.out`` overload (the ExecuTorch kernel). With C = max context and window <= 0
 (or >= C), ring_sdpa over a ring that never wraps is exact causal attention (full layers).

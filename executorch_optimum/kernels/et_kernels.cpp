@@ -135,6 +135,28 @@ Tensor& ring_sdpa_out(KernelRuntimeContext& ctx, const Tensor& query, const Tens
   return out;
 }
 
+// The rotary tables' sizes (0 past their dims) and the rotary check for rows [B, S, H, D].
+const char* check_tables(const Tensor& rows, const Tensor& cos, const Tensor& sin, std::array<int64_t, 3>& cs) {
+  const auto rs = sizes4(rows);
+  std::array<int64_t, 3> ns{};
+  for (int d = 0; d < 3; ++d) {
+    cs[d] = cos.dim() > d ? cos.size(d) : 0;
+    ns[d] = sin.dim() > d ? sin.size(d) : 0;
+  }
+  const char* err =
+      eo::core::check_rotary(rows.dim(), rs.data(), cos.dim() == sin.dim() ? cos.dim() : -1, cs.data(), ns.data());
+  if (err != nullptr) {
+    return err;
+  }
+  if (cos.scalar_type() != ScalarType::Float || sin.scalar_type() != ScalarType::Float) {
+    return "cos and sin must be float32";
+  }
+  if (!executorch::runtime::tensor_is_contiguous(cos) || !executorch::runtime::tensor_is_contiguous(sin)) {
+    return "cos and sin must be contiguous";
+  }
+  return nullptr;
+}
+
 // ---- rope_ring_sdpa --------------------------------------------------------------------------
 
 Tensor& rope_ring_sdpa_out(KernelRuntimeContext& ctx, const Tensor& query, const Tensor& cos, const Tensor& sin,
@@ -147,19 +169,9 @@ Tensor& rope_ring_sdpa_out(KernelRuntimeContext& ctx, const Tensor& query, const
     return out;
   }
   const auto qs = sizes4(query);
-  const std::array<int64_t, 3> cs{cos.dim() > 0 ? cos.size(0) : 0, cos.dim() > 1 ? cos.size(1) : 0,
-                                  cos.dim() > 2 ? cos.size(2) : 0};
-  const std::array<int64_t, 3> ns{sin.dim() > 0 ? sin.size(0) : 0, sin.dim() > 1 ? sin.size(1) : 0,
-                                  sin.dim() > 2 ? sin.size(2) : 0};
-  const char* err = eo::core::check_rotary(query.dim(), qs.data(), cos.dim() == sin.dim() ? cos.dim() : -1,
-                                           cs.data(), ns.data());
+  std::array<int64_t, 3> cs{};
+  const char* err = check_tables(query, cos, sin, cs);
   ET_KERNEL_CHECK_MSG(ctx, err == nullptr, InvalidArgument, out, "%s: %s", op, err ? err : "");
-  ET_KERNEL_CHECK_MSG(ctx, cos.scalar_type() == ScalarType::Float && sin.scalar_type() == ScalarType::Float,
-                      InvalidArgument, out, "%s: cos and sin must be float32", op);
-  ET_KERNEL_CHECK_MSG(ctx,
-                      executorch::runtime::tensor_is_contiguous(cos) &&
-                          executorch::runtime::tensor_is_contiguous(sin),
-                      InvalidArgument, out, "%s: cos and sin must be contiguous", op);
   std::vector<float> rotated(static_cast<std::size_t>(query.numel()));
   eo::core::rotate_queries(query.const_data_ptr<float>(), strides3(query), cos.const_data_ptr<float>(),
                            sin.const_data_ptr<float>(), cs[0] == 1 ? 0 : cs[1] * cs[2], qs[0], qs[1], qs[2], qs[3],
@@ -169,9 +181,47 @@ Tensor& rope_ring_sdpa_out(KernelRuntimeContext& ctx, const Tensor& query, const
   return out;
 }
 
+// ---- rope_kv_update --------------------------------------------------------------------------
+
+Tensor& rope_kv_update_out(KernelRuntimeContext& ctx, const Tensor& key, const Tensor& value, const Tensor& cos,
+                           const Tensor& sin, Tensor& k_cache, Tensor& v_cache, int64_t start_pos, Tensor& out) {
+  const char* op = "eo::rope_kv_update";
+  const auto ks = sizes4(key);
+  const auto cs = sizes4(k_cache);
+  const char* err = eo::core::check_ring_update(key.dim(), k_cache.dim(), ks.data(), cs.data(), start_pos);
+  ET_KERNEL_CHECK_MSG(ctx, err == nullptr, InvalidArgument, out, "%s: %s", op, err ? err : "");
+  ET_KERNEL_CHECK_MSG(ctx, sizes4(value) == ks && value.dim() == key.dim() && sizes4(v_cache) == cs &&
+                               v_cache.dim() == k_cache.dim(),
+                      InvalidArgument, out, "%s: key and value, and k_cache and v_cache, must have the same shapes",
+                      op);
+  ET_KERNEL_CHECK_MSG(ctx,
+                      key.scalar_type() == ScalarType::Float && value.scalar_type() == ScalarType::Float &&
+                          k_cache.scalar_type() == ScalarType::Float && v_cache.scalar_type() == ScalarType::Float,
+                      InvalidArgument, out, "%s takes float32 keys, values and caches", op);
+  ET_KERNEL_CHECK_MSG(ctx,
+                      last_dim_contiguous(key) && last_dim_contiguous(value) && last_dim_contiguous(k_cache) &&
+                          last_dim_contiguous(v_cache),
+                      InvalidArgument, out, "%s: the last dim must be contiguous", op);
+  std::array<int64_t, 3> tables{};
+  err = check_tables(key, cos, sin, tables);
+  ET_KERNEL_CHECK_MSG(ctx, err == nullptr, InvalidArgument, out, "%s: %s", op, err ? err : "");
+  ET_KERNEL_CHECK_MSG(ctx, out.scalar_type() == ScalarType::Long, InvalidArgument, out, "%s: out must be int64",
+                      op);
+  const executorch::aten::SizesType one[1] = {1};
+  ET_KERNEL_CHECK(ctx, executorch::runtime::resize_tensor(out, {one, 1}) == Error::Ok, InvalidArgument, out);
+  eo::core::ring_update_rotated(key.const_data_ptr<float>(), strides3(key), value.const_data_ptr<float>(),
+                                strides3(value), cos.const_data_ptr<float>(), sin.const_data_ptr<float>(),
+                                tables[0] == 1 ? 0 : tables[1] * tables[2], k_cache.mutable_data_ptr<float>(),
+                                strides3(k_cache), v_cache.mutable_data_ptr<float>(), strides3(v_cache), ks[0], ks[1],
+                                ks[2], ks[3], cs[1], start_pos);
+  out.mutable_data_ptr<int64_t>()[0] = start_pos + ks[1];
+  return out;
+}
+
 }  // namespace
 
 EXECUTORCH_LIBRARY(eo, "scaled_add.out", scaled_add_out);
 EXECUTORCH_LIBRARY(eo, "ring_update_cache.out", ring_update_cache_out);
 EXECUTORCH_LIBRARY(eo, "ring_sdpa.out", ring_sdpa_out);
 EXECUTORCH_LIBRARY(eo, "rope_ring_sdpa.out", rope_ring_sdpa_out);
+EXECUTORCH_LIBRARY(eo, "rope_kv_update.out", rope_kv_update_out);

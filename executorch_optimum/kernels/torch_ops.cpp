@@ -213,6 +213,61 @@ at::Tensor& rope_ring_sdpa_out_meta(const at::Tensor& query, const at::Tensor& c
   return ring_sdpa_out_meta(query, k_cache, v_cache, start_pos, window, scale, softcap, out);
 }
 
+// ---- rope_kv_update --------------------------------------------------------------------------
+
+at::Tensor& rope_kv_update_out(const at::Tensor& key, const at::Tensor& value, const at::Tensor& cos,
+                               const at::Tensor& sin, at::Tensor& k_cache, at::Tensor& v_cache, int64_t start_pos,
+                               at::Tensor& out) {
+  const char* op = "eo::rope_kv_update";
+  check_ring_update(key, k_cache, start_pos);
+  check_ring_update(value, v_cache, start_pos);
+  TORCH_CHECK(key.sizes() == value.sizes() && k_cache.sizes() == v_cache.sizes(), op,
+              ": key and value, and k_cache and v_cache, must have the same shapes (key ", key.sizes(), ", value ",
+              value.sizes(), ", k_cache ", k_cache.sizes(), ", v_cache ", v_cache.sizes(), ")");
+  const std::array<int64_t, 4> none{};
+  const char* err = eo::core::check_rotary(key.dim(), key.dim() == 4 ? key.sizes().data() : none.data(),
+                                           cos.dim() == sin.dim() ? cos.dim() : -1,
+                                           cos.dim() == 3 ? cos.sizes().data() : none.data(),
+                                           sin.dim() == 3 ? sin.sizes().data() : none.data());
+  TORCH_CHECK(err == nullptr, op, ": ", err ? err : "", " (key ", key.sizes(), ", cos ", cos.sizes(), ", sin ",
+              sin.sizes(), ")");
+  check_float(cos, op, "cos");
+  check_float(sin, op, "sin");
+  TORCH_CHECK(out.scalar_type() == at::kLong, op, ": out must be int64");
+  out.resize_({1});
+  const at::Tensor k = last_dim_contiguous(key);
+  const at::Tensor v = last_dim_contiguous(value);
+  const at::Tensor c = cos.contiguous();
+  const at::Tensor n = sin.contiguous();
+  eo::core::ring_update_rotated(k.const_data_ptr<float>(), strides3(k), v.const_data_ptr<float>(), strides3(v),
+                                c.const_data_ptr<float>(), n.const_data_ptr<float>(),
+                                c.size(0) == 1 ? 0 : c.stride(0), k_cache.mutable_data_ptr<float>(),
+                                strides3(k_cache), v_cache.mutable_data_ptr<float>(), strides3(v_cache), k.size(0),
+                                k.size(1), k.size(2), k.size(3), k_cache.size(1), start_pos);
+  out.mutable_data_ptr<int64_t>()[0] = start_pos + key.size(1);
+  return out;
+}
+
+at::Tensor rope_kv_update(const at::Tensor& key, const at::Tensor& value, const at::Tensor& cos,
+                          const at::Tensor& sin, at::Tensor& k_cache, at::Tensor& v_cache, int64_t start_pos) {
+  at::Tensor out = at::empty({1}, key.options().dtype(at::kLong));
+  rope_kv_update_out(key, value, cos, sin, k_cache, v_cache, start_pos, out);
+  return out;
+}
+
+at::Tensor rope_kv_update_meta(const at::Tensor& key, const at::Tensor& value, const at::Tensor& cos,
+                               const at::Tensor& sin, at::Tensor& k_cache, at::Tensor& v_cache,
+                               c10::SymInt start_pos) {
+  return ring_update_cache_meta(key, k_cache, start_pos);
+}
+
+at::Tensor& rope_kv_update_out_meta(const at::Tensor& key, const at::Tensor& value, const at::Tensor& cos,
+                                    const at::Tensor& sin, at::Tensor& k_cache, at::Tensor& v_cache,
+                                    c10::SymInt start_pos, at::Tensor& out) {
+  out.resize_({1});
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(eo, m) {
@@ -230,6 +285,8 @@ TORCH_LIBRARY_IMPL(eo, CPU, m) {
   m.impl("ring_sdpa.out", ring_sdpa_out);
   m.impl("rope_ring_sdpa", rope_ring_sdpa);
   m.impl("rope_ring_sdpa.out", rope_ring_sdpa_out);
+  m.impl("rope_kv_update", rope_kv_update);
+  m.impl("rope_kv_update.out", rope_kv_update_out);
 }
 
 TORCH_LIBRARY_IMPL(eo, Meta, m) {
@@ -241,4 +298,6 @@ TORCH_LIBRARY_IMPL(eo, Meta, m) {
   m.impl("ring_sdpa.out", TORCH_FN(ring_sdpa_out_meta));
   m.impl("rope_ring_sdpa", TORCH_FN(rope_ring_sdpa_meta));
   m.impl("rope_ring_sdpa.out", TORCH_FN(rope_ring_sdpa_out_meta));
+  m.impl("rope_kv_update", TORCH_FN(rope_kv_update_meta));
+  m.impl("rope_kv_update.out", TORCH_FN(rope_kv_update_out_meta));
 }

@@ -10,9 +10,10 @@ Transformers also applies rotary to q and k in [batch, heads, seq, dim] layout, 
 transpose out of the projections' [batch, seq, heads, dim] and our attention's and cache's
 transpose back. Applied in the sequence-major layout instead (the same products, the same
 bits), those transposes meet in pairs that `CancelPermutePairsPass` removes: fewer delegate
-operators per layer. With our attention kernel (`defer_query`), the query is handed on
-unrotated and `eo::rope_ring_sdpa` rotates it (~6 operators fewer per layer); the tables go
-through `QUERY_ROTARY`. The swaps last only while the model is traced.
+operators per layer. With our kernels (`defer_query`), the query and the key are handed on
+unrotated: `eo::rope_ring_sdpa` rotates the query and `eo::rope_kv_update` the key as it
+enters the cache (~6 operators fewer per layer for each); the tables go through
+caches/deferred_rotary.py. The swaps last only while the model is traced.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from contextlib import ExitStack, contextmanager
 
 import torch
 
-from executorch_optimum.sdpa.query_rotary import QUERY_ROTARY
+from executorch_optimum.caches.deferred_rotary import KEY_ROTARY, QUERY_ROTARY
 
 
 def rotate_half_matrix(dim: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -122,7 +123,8 @@ def linear_rotate_half(model: torch.nn.Module) -> Iterator[None]:
 class _SequenceMajorRotary:
     """Drop-in `apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1)` that rotates q and k
     as [B, S, H, D] (cos/sin unsqueezed on dim 2) and hands back [B, H, S, D] views. With
-    `defer_query`, q comes back unrotated and its [B, S, D] tables go to QUERY_ROTARY."""
+    `defer_query`, q and k come back unrotated and their [B, S, D] tables go to QUERY_ROTARY
+    and KEY_ROTARY."""
 
     def __init__(self, original: Callable, defer_query: bool = False) -> None:
         self.original = original
@@ -139,9 +141,10 @@ class _SequenceMajorRotary:
         cos, sin = params["cos"], params["sin"]
         params.update(q=q.transpose(1, 2), k=k.transpose(1, 2), unsqueeze_dim=2)
         q_out, k_out = self.original(*bound.args, **bound.kwargs)
-        if self.defer_query and cos.dim() == 3 and cos.shape[-1] == q.shape[-1]:
-            QUERY_ROTARY.put(cos, sin)  # q_out is left unused (the export drops it)
-            return q, k_out.transpose(1, 2)
+        if self.defer_query and cos.dim() == 3 and cos.shape[-1] == q.shape[-1] == k.shape[-1]:
+            QUERY_ROTARY.put(cos, sin)  # q_out and k_out are left unused (the export drops them)
+            KEY_ROTARY.put(cos, sin)
+            return q, k
         return q_out.transpose(1, 2), k_out.transpose(1, 2)
 
 
@@ -157,9 +160,11 @@ def _takes_unsqueeze_dim(function: Callable) -> bool:
 def sequence_major_rotary(model: torch.nn.Module, defer_query: bool = False) -> Iterator[None]:
     """Within the block, the model's `apply_rotary_pos_emb` (the transformers signature with
     `unsqueeze_dim`) rotates in [B, S, H, D] layout (see module doc). `defer_query`: full-width
-    query rotary is left to the attention (it must call eo::rope_ring_sdpa)."""
+    rotary is left to our ops (the cache update must call eo::rope_kv_update, the attention
+    eo::rope_ring_sdpa)."""
     patched = []
-    QUERY_ROTARY.take()
+    for deferred in (QUERY_ROTARY, KEY_ROTARY):
+        deferred.take()
     try:
         for module in _modeling_modules(model, "apply_rotary_pos_emb"):
             original = module.apply_rotary_pos_emb
@@ -168,10 +173,12 @@ def sequence_major_rotary(model: torch.nn.Module, defer_query: bool = False) -> 
             module.apply_rotary_pos_emb = _SequenceMajorRotary(original, defer_query)
             patched.append((module, original))
         yield
-        if QUERY_ROTARY.take() is not None:
-            raise RuntimeError("a query's rotary tables were never used: its attention ran without them")
+        for deferred in (KEY_ROTARY, QUERY_ROTARY):
+            if deferred.take() is not None:
+                raise RuntimeError(deferred.unused_message())
     finally:
-        QUERY_ROTARY.take()
+        for deferred in (QUERY_ROTARY, KEY_ROTARY):
+            deferred.take()
         for module, original in reversed(patched):
             module.apply_rotary_pos_emb = original
 

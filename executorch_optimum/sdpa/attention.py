@@ -17,7 +17,7 @@ from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  (regis
 from transformers import AttentionInterface
 
 from executorch_optimum.caches import EORingLayer, ETCacheBase, ETFullLayer, ETRingLayer
-from executorch_optimum.sdpa.query_rotary import QUERY_ROTARY
+from executorch_optimum.caches.deferred_rotary import QUERY_ROTARY
 
 AttentionFn = Callable[..., tuple[torch.Tensor, None]]
 _names = itertools.count()

@@ -336,6 +336,49 @@ def test_rope_ring_sdpa_rejects_bad_tables(cos_shape, dim, message):
         torch.ops.eo.rope_ring_sdpa(q, table, table, cache, cache, 0, 0, 1.0, 0.0)
 
 
+@pytest.mark.parametrize(("table_batch", "seq", "capacity"), [(1, 5, 12), (2, 5, 12), (1, 7, 4)])
+def test_rope_kv_update_is_transformers_rotary_then_ring_update(table_batch, seq, capacity):
+    """Keys rotated as they are written equal transformers' apply_rotary_pos_emb followed by
+    ring_update_cache, and values are written as ring_update_cache writes them (strided inputs;
+    tables shared or per batch row; a call longer than the ring keeps its last rows)."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    kernels.load_torch_ops()
+    torch.manual_seed(0)
+    batch, heads, dim, start = 2, 3, 16, 9
+    key = torch.randn(batch, heads, seq, dim).transpose(1, 2)  # [B, S, H, D], strided
+    value = torch.randn(batch, heads, seq, dim).transpose(1, 2)
+    angles = torch.rand(table_batch, seq, dim // 2) * 6.0
+    cos, sin = torch.cat([angles, angles], -1).cos(), torch.cat([angles, angles], -1).sin()
+    k_cache, v_cache = torch.randn(batch, capacity, heads, dim), torch.randn(batch, capacity, heads, dim)
+    want_k, want_v = k_cache.clone(), v_cache.clone()
+    end = torch.ops.eo.rope_kv_update(key, value, cos, sin, k_cache, v_cache, start)
+    rotated, _ = apply_rotary_pos_emb(key, key, cos, sin, unsqueeze_dim=2)
+    torch.ops.eo.ring_update_cache(rotated, want_k, start)
+    torch.ops.eo.ring_update_cache(value, want_v, start)
+    assert end.tolist() == [start + seq]
+    torch.testing.assert_close(k_cache, want_k, rtol=1e-6, atol=1e-6)
+    assert torch.equal(v_cache, want_v)
+    unrotated = torch.randn(batch, capacity, heads, dim)
+    torch.ops.eo.ring_update_cache(key, unrotated, start)
+    assert not torch.allclose(k_cache, unrotated)
+
+
+def test_rope_kv_update_rejects_bad_arguments():
+    kernels.load_torch_ops()
+    key, cache, table = torch.randn(1, 2, 2, 8), torch.zeros(1, 4, 2, 8), torch.randn(1, 2, 8)
+    with pytest.raises(RuntimeError, match="same shapes"):
+        torch.ops.eo.rope_kv_update(
+            key, torch.randn(1, 2, 2, 8), table, table, cache, torch.zeros(1, 5, 2, 8), 0
+        )
+    with pytest.raises(RuntimeError, match="S, D"):
+        torch.ops.eo.rope_kv_update(key, key, table[:, :1], table[:, :1], cache, cache.clone(), 0)
+    with pytest.raises(RuntimeError, match="start_pos"):
+        torch.ops.eo.rope_kv_update(key, key, table, table, cache, cache.clone(), -1)
+    with pytest.raises(RuntimeError, match="float32"):
+        torch.ops.eo.rope_kv_update(key, key, table.double(), table.double(), cache, cache.clone(), 0)
+
+
 def test_meta_kernels_give_shapes():
     kernels.load_torch_ops()
     q = torch.empty(2, 5, 8, 16, device="meta")
@@ -344,6 +387,9 @@ def test_meta_kernels_give_shapes():
     table = torch.empty(1, 5, 16, device="meta")
     assert torch.ops.eo.rope_ring_sdpa(q, table, table, k, k, 3, 4, 1.0, 0.0).shape == (2, 5, 8, 16)
     end = torch.ops.eo.ring_update_cache(torch.empty(2, 5, 2, 16, device="meta"), k, 3)
+    assert end.shape == (1,) and end.dtype == torch.int64
+    rows = torch.empty(2, 5, 2, 16, device="meta")
+    end = torch.ops.eo.rope_kv_update(rows, rows, table, table, k, k.clone(), 3)
     assert end.shape == (1,) and end.dtype == torch.int64
 
 

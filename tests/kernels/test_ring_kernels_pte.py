@@ -170,9 +170,26 @@ class RopeRingAttention(RingAttention):
         )
 
 
-def test_pte_rope_ring_sdpa_matches_eager_and_reference(tmp_path):
-    """The ExecuTorch kernel of rope_ring_sdpa: the eager op's bits, and transformers' rotary
-    followed by attention in float64."""
+class RopeKvRingAttention(RingAttention):
+    """Queries and keys arrive unrotated: eo::rope_kv_update rotates the keys as it writes them."""
+
+    def forward(self, q, k, v, input_pos, cos, sin):  # noqa: ANN001, ANN201
+        start = input_pos[0].item()
+        torch._check(start >= 0)
+        torch.ops.eo.rope_kv_update(k, v, cos, sin, self.k_cache, self.v_cache, start)
+        c = self.case
+        return torch.ops.eo.rope_ring_sdpa(
+            q, cos, sin, self.k_cache, self.v_cache, start, c.window, c.head_dim**-0.5, c.softcap
+        )
+
+
+@pytest.mark.parametrize(
+    ("module", "op"),
+    [(RopeRingAttention, "eo.rope_ring_sdpa.out"), (RopeKvRingAttention, "eo.rope_kv_update.out")],
+)
+def test_pte_rope_ops_match_eager_and_reference(module, op, tmp_path):
+    """The ExecuTorch kernels of rope_ring_sdpa and rope_kv_update: the eager ops' bits, and
+    transformers' rotary followed by attention in float64."""
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
     case = CASES["gqa2_softcap_window_lt_chunk"]
@@ -188,14 +205,12 @@ def test_pte_rope_ring_sdpa_matches_eager_and_reference(tmp_path):
     seq_dim = torch.export.Dim("seq", min=1, max=max(case.chunks))
     example = (*_inputs(case, 2, 0), *tables(2, 0))
     dynamic = ({1: seq_dim}, {1: seq_dim}, {1: seq_dim}, None, {1: seq_dim}, {1: seq_dim})
-    program = to_edge(
-        torch.export.export(RopeRingAttention(case), example, dynamic_shapes=dynamic)
-    ).to_executorch()
+    program = to_edge(torch.export.export(module(case), example, dynamic_shapes=dynamic)).to_executorch()
     targets = {str(n.target) for n in program.exported_program().graph.nodes if n.op == "call_function"}
-    assert "eo.rope_ring_sdpa.out" in targets, targets
+    assert op in targets, targets
     method = Runtime.get().load_program(program.buffer).load_method("forward")
 
-    eager = RopeRingAttention(case)
+    eager = module(case)
     ref = RingReference(case.batch, case.capacity, case.kv_heads, case.head_dim)
     pos = 0
     for seq in case.chunks:
@@ -203,8 +218,8 @@ def test_pte_rope_ring_sdpa_matches_eager_and_reference(tmp_path):
         cos, sin = tables(seq, pos)
         (got,) = method.execute([q, k, v, input_pos, cos, sin])
         torch.testing.assert_close(got, eager(q, k, v, input_pos, cos, sin), rtol=0, atol=0)
-        rotated, _ = apply_rotary_pos_emb(q, q, cos, sin, unsqueeze_dim=2)
-        ref.update(pos, k, v)
+        rotated, rotated_k = apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=2)
+        ref.update(pos, rotated_k if module is RopeKvRingAttention else k, v)
         want = ref.attend(rotated, pos, case.window, case.head_dim**-0.5, case.softcap)
         torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=2e-5)
         pos += seq

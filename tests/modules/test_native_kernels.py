@@ -58,9 +58,13 @@ def test_exported_native_kernels_match_eager(arch, max_seq_len):
     model, prompt, want = _case(arch)
     program = _module(model, max_seq_len).export()["forward"]
     targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
-    # Our kernel rotates the queries itself: no layer runs the plain ring_sdpa.
-    assert {"eo.rope_ring_sdpa.default", "eo.ring_update_cache.default"} <= targets
-    assert "eo.ring_sdpa.default" not in targets
+    # Our kernels rotate the queries and keys themselves: no layer runs the plain ring ops.
+    assert {"eo.rope_ring_sdpa.default", "eo.rope_kv_update.default"} <= targets
+    assert not targets & {
+        "eo.ring_sdpa.default",
+        "eo.ring_update_cache.default",
+        "llama.update_cache.default",
+    }
     got = program_trace(program.module(), prompt, STEPS, chunk=max_seq_len, forced=want.tokens)
     assert_same_run(got, want)
 
@@ -92,8 +96,8 @@ def test_full_attention_on_native_kernels_matches_eager(arch, max_seq_len):
     model, prompt, want = _full_case(arch)
     program = _native_module(model, max_seq_len).export()["forward"]
     targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
-    assert "eo.rope_ring_sdpa.default" in targets
-    assert "llama.custom_sdpa.default" not in targets and "eo.ring_sdpa.default" not in targets
+    assert {"eo.rope_ring_sdpa.default", "eo.rope_kv_update.default"} <= targets
+    assert not targets & {"llama.custom_sdpa.default", "eo.ring_sdpa.default", "llama.update_cache.default"}
     got = program_trace(program.module(), prompt, FULL_STEPS, chunk=max_seq_len, forced=want.tokens)
     assert_same_run(got, want)
 

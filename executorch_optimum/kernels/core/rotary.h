@@ -1,8 +1,10 @@
-// Rotary position embedding of query rows, the way transformers applies it (`rotate_half`),
-// so eo::rope_ring_sdpa can rotate the queries itself instead of ~6 XNNPACK operators per layer.
+// Rotary position embedding the way transformers applies it (`rotate_half`), inside our ops:
+// eo::rope_ring_sdpa rotates the queries and eo::rope_kv_update the keys as it writes them, in
+// place of ~6 XNNPACK operators per layer for each.
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include "executorch_optimum/kernels/core/ring_attention.h"
 
@@ -29,23 +31,48 @@ inline const char* check_rotary(int64_t q_dims, const int64_t* q_sizes, int64_t 
   return nullptr;
 }
 
-// out[b, s, h] = x * cos[b, s] + rotate_half(x) * sin[b, s] with rotate_half(x) =
-// [-x[D/2:], x[:D/2]], for x = q[b, s, h]; cos/sin rows are contiguous, `table_b` is their
-// batch stride (0 when shared); out is contiguous [B, S, H, D].
+// o = x * c + rotate_half(x) * n for one row of D = 2 * half, rotate_half(x) = [-x[half:], x[:half]].
+// `o` overlaps no input (restrict lets the compiler vectorise without a runtime overlap check).
+inline void rotate_row(const float* __restrict x, const float* __restrict c, const float* __restrict n, int64_t half,
+                       float* __restrict o) {
+  for (int64_t i = 0; i < half; ++i) {
+    o[i] = x[i] * c[i] - x[i + half] * n[i];
+    o[i + half] = x[i + half] * c[i + half] + x[i] * n[i + half];
+  }
+}
+
+// out[b, s, h] = rotate_row(q[b, s, h]) with the tables' row (b, s); cos/sin rows are contiguous,
+// `table_b` is their batch stride (0 when shared); out is contiguous [B, S, H, D].
 inline void rotate_queries(const float* q, Strides3 qs, const float* cos, const float* sin, int64_t table_b, int64_t B,
                            int64_t S, int64_t H, int64_t D, float* out) {
-  const int64_t half = D / 2;
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t s = 0; s < S; ++s) {
       const float* c = cos + b * table_b + s * D;
       const float* n = sin + b * table_b + s * D;
       for (int64_t h = 0; h < H; ++h) {
-        const float* x = q + b * qs.b + s * qs.s + h * qs.h;
-        float* o = out + ((b * S + s) * H + h) * D;
-        for (int64_t i = 0; i < half; ++i) {
-          o[i] = x[i] * c[i] - x[i + half] * n[i];
-          o[i + half] = x[i + half] * c[i + half] + x[i] * n[i + half];
-        }
+        rotate_row(q + b * qs.b + s * qs.s + h * qs.h, c, n, D / 2, out + ((b * S + s) * H + h) * D);
+      }
+    }
+  }
+}
+
+// ring_update_cache of the keys rotated as rotate_queries does (tables as there) and of the
+// values as they are, in one pass: key and value [B, S, H, D], caches [B, C, H, D].
+inline void ring_update_rotated(const float* key, Strides3 ks, const float* value, Strides3 vs, const float* cos,
+                                const float* sin, int64_t table_b, float* k_cache, Strides3 kcs, float* v_cache,
+                                Strides3 vcs, int64_t B, int64_t S, int64_t H, int64_t D, int64_t C,
+                                int64_t start_pos) {
+  const int64_t first = S > C ? S - C : 0;  // rows a later row of this call overwrites are skipped
+  const std::size_t row_bytes = static_cast<std::size_t>(D) * sizeof(float);
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t i = first; i < S; ++i) {
+      const int64_t slot = (start_pos + i) % C;
+      const float* c = cos + b * table_b + i * D;
+      const float* n = sin + b * table_b + i * D;
+      for (int64_t h = 0; h < H; ++h) {
+        rotate_row(key + b * ks.b + i * ks.s + h * ks.h, c, n, D / 2, k_cache + b * kcs.b + slot * kcs.s + h * kcs.h);
+        std::memcpy(v_cache + b * vcs.b + slot * vcs.s + h * vcs.h, value + b * vs.b + i * vs.s + h * vs.h,
+                    row_bytes);
       }
     }
   }

@@ -32,6 +32,12 @@ inline constexpr OpSchema kOpSchemas[] = {
     {"eo::rope_ring_sdpa.out",
      "rope_ring_sdpa.out(Tensor query, Tensor cos, Tensor sin, Tensor k_cache, Tensor v_cache, SymInt "
      "start_pos, int window, float scale, float softcap, *, Tensor(a!) out) -> Tensor(a!)"},
+    {"eo::rope_kv_update",
+     "rope_kv_update(Tensor key, Tensor value, Tensor cos, Tensor sin, Tensor(a!) k_cache, Tensor(b!) v_cache, "
+     "SymInt start_pos) -> Tensor"},
+    {"eo::rope_kv_update.out",
+     "rope_kv_update.out(Tensor key, Tensor value, Tensor cos, Tensor sin, Tensor(a!) k_cache, Tensor(b!) "
+     "v_cache, SymInt start_pos, *, Tensor(c!) out) -> Tensor(c!)"},
 };
 
 }  // namespace eo::core
