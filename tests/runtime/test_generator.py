@@ -174,3 +174,25 @@ def test_logits_outlive_the_next_call(pte, model):
     second = generator.forward([PROMPT[1]], 1)
     assert not torch.equal(second, kept)
     torch.testing.assert_close(first, kept, rtol=0, atol=0)  # not overwritten by the second call
+
+
+def test_loading_freezes_startup_objects_and_leaves_the_collector_on(pte):
+    """Objects alive at load time (torch, the program) leave the collector's view, so decode
+    steps do not pay for walking them; garbage made afterwards is still collected."""
+    import gc
+    import weakref
+
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    Generator(pte)
+    assert gc.isenabled() and gc.get_freeze_count() > 10_000
+
+    class Node:
+        pass
+
+    a, b = Node(), Node()
+    a.other, b.other = b, a  # a reference cycle only the collector can free
+    gone = weakref.ref(a)
+    del a, b
+    gc.collect()
+    assert gone() is None
