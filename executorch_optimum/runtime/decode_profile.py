@@ -84,23 +84,28 @@ def summarize(
     events: list[tuple[str, list[float]]], prefill_calls: int, first_position: int
 ) -> DecodeProfile:
     """Folds (event name, milliseconds per call) into a per-step profile; the first
-    `prefill_calls` calls of every event are the prefill's and are left out."""
+    `prefill_calls` calls of every event are the prefill's and are left out.
+
+    The step count is the decode calls of the whole method (`Method::execute`). An event that
+    fires k times per call (one name at several sites) has k times as many samples: it counts
+    as k calls per step, each at its mean time.
+    """
     totals = dict.fromkeys(_TOTALS, 0.0)
-    kinds: dict[str, list[float]] = {}
-    steps = 0
-    for name, raw in events:
-        times = raw[prefill_calls:]
-        if not times:
-            continue
-        steps = max(steps, len(times))
-        us = 1000.0 * _trimmed_mean(times)
+    decode = [(name, raw[prefill_calls:]) for name, raw in events]
+    decode = [(name, times) for name, times in decode if times]
+    step_counts = [len(times) for name, times in decode if name == STEP]
+    steps = step_counts[0] if step_counts else max((len(times) for _, times in decode), default=0)
+    if not steps:
+        raise ValueError("no decode calls were traced")
+    kinds: dict[str, list[tuple[int, float]]] = {}
+    for name, times in decode:
+        per_call = max(1, round(len(times) / steps))
+        us = 1000.0 * _trimmed_mean(times) * per_call
         if name in totals:
             totals[name] += us
         else:
-            kinds.setdefault(_INSTANCE.sub("", name), []).append(us)
-    if not steps:
-        raise ValueError("no decode calls were traced")
-    ops = [OpTime(name, len(v), sum(v)) for name, v in kinds.items()]
+            kinds.setdefault(_INSTANCE.sub("", name), []).append((per_call, us))
+    ops = [OpTime(name, sum(n for n, _ in v), sum(us for _, us in v)) for name, v in kinds.items()]
     ops.sort(key=lambda op: -op.us_per_step)
     return DecodeProfile(
         steps, first_position, totals[STEP], totals["DELEGATE_CALL"], totals["OPERATOR_CALL"], ops

@@ -38,6 +38,19 @@ def test_summarize_adds_up_each_kind_per_step() -> None:
     assert "| eo::ring_sdpa.out | 1 | 2.0 | 18.2 |" in profile.table()
 
 
+def test_steps_are_the_method_calls_and_repeated_events_count_per_call() -> None:
+    """An operator name that fires twice per call has twice the samples: the step count still
+    comes from the method's calls, and the operator counts as two calls per step."""
+    events = [
+        ("Method::execute", [9.0, 0.010, 0.010, 0.010, 0.010]),  # prefill + 4 decode calls
+        ("Static Reshape (NC)", [0.5] + [0.002] * 8),  # twice per decode call
+    ]
+    profile = summarize(events, prefill_calls=1, first_position=0)
+    assert profile.steps == 4
+    (reshape,) = profile.ops
+    assert (reshape.calls_per_step, reshape.us_per_step) == (2, pytest.approx(4.0))
+
+
 def test_a_preempted_call_is_left_out() -> None:
     times = [0.0] + [0.001] * 9 + [0.5]  # prefill, nine 1-us calls and one stalled call
     profile = summarize([("Method::execute", times)], prefill_calls=1, first_position=0)
