@@ -86,6 +86,6 @@ class CausalLMExportableModule(torch.nn.Module):
             seq_len = torch.export.Dim("seq_len", min=1, max=self.max_seq_len)
             dynamic_shapes = {"input_ids": {1: seq_len}, "cache_position": {0: seq_len}}
         # Our attention kernel rotates queries itself (eo::rope_ring_sdpa).
-        with torch.no_grad(), rotary_for_export(self.model, defer_query=self.native_kernels):
+        with torch.no_grad(), rotary_for_export(self.model, defer_rotary=self.native_kernels):
             program = torch.export.export(self, example, dynamic_shapes=dynamic_shapes, strict=False)
         return {"forward": program}

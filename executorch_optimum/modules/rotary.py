@@ -10,7 +10,7 @@ Transformers also applies rotary to q and k in [batch, heads, seq, dim] layout, 
 transpose out of the projections' [batch, seq, heads, dim] and our attention's and cache's
 transpose back. Applied in the sequence-major layout instead (the same products, the same
 bits), those transposes meet in pairs that `CancelPermutePairsPass` removes: fewer delegate
-operators per layer. With our kernels (`defer_query`), the query and the key are handed on
+operators per layer. With our kernels (`defer_rotary`), the query and the key are handed on
 unrotated: `eo::rope_ring_sdpa` rotates the query and `eo::rope_kv_update` the key as it
 enters the cache (~6 operators fewer per layer for each); the tables go through
 caches/deferred_rotary.py. The swaps last only while the model is traced.
@@ -123,13 +123,13 @@ def linear_rotate_half(model: torch.nn.Module) -> Iterator[None]:
 class _SequenceMajorRotary:
     """Drop-in `apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1)` that rotates q and k
     as [B, S, H, D] (cos/sin unsqueezed on dim 2) and hands back [B, H, S, D] views. With
-    `defer_query`, q and k come back unrotated and their [B, S, D] tables go to QUERY_ROTARY
+    `defer_rotary`, q and k come back unrotated and their [B, S, D] tables go to QUERY_ROTARY
     and KEY_ROTARY."""
 
-    def __init__(self, original: Callable, defer_query: bool = False) -> None:
+    def __init__(self, original: Callable, defer_rotary: bool = False) -> None:
         self.original = original
         self.signature = inspect.signature(original)
-        self.defer_query = defer_query
+        self.defer_rotary = defer_rotary
 
     def __call__(self, *args: object, **kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
         bound = self.signature.bind(*args, **kwargs)
@@ -141,7 +141,7 @@ class _SequenceMajorRotary:
         cos, sin = params["cos"], params["sin"]
         params.update(q=q.transpose(1, 2), k=k.transpose(1, 2), unsqueeze_dim=2)
         q_out, k_out = self.original(*bound.args, **bound.kwargs)
-        if self.defer_query and cos.dim() == 3 and cos.shape[-1] == q.shape[-1] == k.shape[-1]:
+        if self.defer_rotary and cos.dim() == 3 and cos.shape[-1] == q.shape[-1] == k.shape[-1]:
             QUERY_ROTARY.put(cos, sin)  # q_out and k_out are left unused (the export drops them)
             KEY_ROTARY.put(cos, sin)
             return q, k
@@ -157,9 +157,9 @@ def _takes_unsqueeze_dim(function: Callable) -> bool:
 
 
 @contextmanager
-def sequence_major_rotary(model: torch.nn.Module, defer_query: bool = False) -> Iterator[None]:
+def sequence_major_rotary(model: torch.nn.Module, defer_rotary: bool = False) -> Iterator[None]:
     """Within the block, the model's `apply_rotary_pos_emb` (the transformers signature with
-    `unsqueeze_dim`) rotates in [B, S, H, D] layout (see module doc). `defer_query`: full-width
+    `unsqueeze_dim`) rotates in [B, S, H, D] layout (see module doc). `defer_rotary`: full-width
     rotary is left to our ops (the cache update must call eo::rope_kv_update, the attention
     eo::rope_ring_sdpa)."""
     patched = []
@@ -170,7 +170,7 @@ def sequence_major_rotary(model: torch.nn.Module, defer_query: bool = False) -> 
             original = module.apply_rotary_pos_emb
             if isinstance(original, _SequenceMajorRotary) or not _takes_unsqueeze_dim(original):
                 continue
-            module.apply_rotary_pos_emb = _SequenceMajorRotary(original, defer_query)
+            module.apply_rotary_pos_emb = _SequenceMajorRotary(original, defer_rotary)
             patched.append((module, original))
         yield
         for deferred in (KEY_ROTARY, QUERY_ROTARY):
@@ -184,9 +184,9 @@ def sequence_major_rotary(model: torch.nn.Module, defer_query: bool = False) -> 
 
 
 @contextmanager
-def rotary_for_export(model: torch.nn.Module, defer_query: bool = False) -> Iterator[None]:
+def rotary_for_export(model: torch.nn.Module, defer_rotary: bool = False) -> Iterator[None]:
     """Both rewrites of this module, for tracing `model` (see module doc)."""
     with ExitStack() as stack:
         stack.enter_context(linear_rotate_half(model))
-        stack.enter_context(sequence_major_rotary(model, defer_query))
+        stack.enter_context(sequence_major_rotary(model, defer_rotary))
         yield

@@ -107,10 +107,26 @@ def test_rotary_for_export_undoes_both_swaps_when_the_block_raises():
 
 
 def test_a_deferred_query_rotary_nobody_takes_is_an_error():
-    """With defer_query the query leaves unrotated; an attention that does not take its tables
-    (here transformers' own) would compute wrong numbers, so the next layer's hand-over fails."""
+    """With defer_rotary the query and key leave unrotated; an attention that does not take the
+    tables (here transformers' own) would compute wrong numbers, so the next layer's hand-over
+    fails."""
     model = tiny_model("llama")
     with pytest.raises(RuntimeError, match="never used"), torch.no_grad(), sequence_major_rotary(model, True):
         model(torch.tensor([[3, 1, 4]]))
-    with torch.no_grad(), sequence_major_rotary(model, defer_query=False):
+    with torch.no_grad(), sequence_major_rotary(model, defer_rotary=False):
         model(torch.tensor([[3, 1, 4]]))  # without deferral nothing is handed over
+
+
+def test_a_deferred_key_rotary_nobody_takes_is_an_error():
+    """The attention took the query's tables but no cache update took the key's: the keys would
+    be cached unrotated, so leaving the block fails and names the key."""
+    from executorch_optimum.caches.deferred_rotary import QUERY_ROTARY
+
+    model = tiny_model("llama")
+    q = k = torch.randn(1, 2, 3, 8)  # [B, H, S, D]
+    cos, sin = torch.randn(1, 3, 8), torch.randn(1, 3, 8)
+    with pytest.raises(RuntimeError, match="key's rotary tables were never used"):
+        with sequence_major_rotary(model, defer_rotary=True):
+            q_out, k_out = modeling_llama.apply_rotary_pos_emb(q, k, cos, sin)
+            assert q_out is q and k_out is k  # both handed on unrotated
+            assert QUERY_ROTARY.take() is not None
