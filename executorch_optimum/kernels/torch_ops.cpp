@@ -166,22 +166,24 @@ at::Tensor& ring_sdpa_out_meta(const at::Tensor& query, const at::Tensor& k_cach
 
 // ---- rope_ring_sdpa --------------------------------------------------------------------------
 
-void check_rotary(const at::Tensor& query, const at::Tensor& cos, const at::Tensor& sin) {
+// Rotary tables `cos`/`sin` [1 or B, S, D] for `rows` [B, S, H, D] (named `what` in errors).
+void check_rotary(const char* op, const char* what, const at::Tensor& rows, const at::Tensor& cos,
+                  const at::Tensor& sin) {
   const std::array<int64_t, 4> none{};
-  const char* err = eo::core::check_rotary(query.dim(), query.dim() == 4 ? query.sizes().data() : none.data(),
+  const char* err = eo::core::check_rotary(rows.dim(), rows.dim() == 4 ? rows.sizes().data() : none.data(),
                                            cos.dim() == sin.dim() ? cos.dim() : -1,
                                            cos.dim() == 3 ? cos.sizes().data() : none.data(),
                                            sin.dim() == 3 ? sin.sizes().data() : none.data());
-  TORCH_CHECK(err == nullptr, "eo::rope_ring_sdpa: ", err ? err : "", " (query ", query.sizes(), ", cos ",
-              cos.sizes(), ", sin ", sin.sizes(), ")");
-  check_float(cos, "eo::rope_ring_sdpa", "cos");
-  check_float(sin, "eo::rope_ring_sdpa", "sin");
+  TORCH_CHECK(err == nullptr, op, ": ", err ? err : "", " (", what, " ", rows.sizes(), ", cos ", cos.sizes(),
+              ", sin ", sin.sizes(), ")");
+  check_float(cos, op, "cos");
+  check_float(sin, op, "sin");
 }
 
 at::Tensor& rope_ring_sdpa_out(const at::Tensor& query, const at::Tensor& cos, const at::Tensor& sin,
                                const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start_pos,
                                int64_t window, double scale, double softcap, at::Tensor& out) {
-  check_rotary(query, cos, sin);
+  check_rotary("eo::rope_ring_sdpa", "query", query, cos, sin);
   check_float(query, "eo::rope_ring_sdpa", "query");
   const at::Tensor q = last_dim_contiguous(query);
   const at::Tensor c = cos.contiguous();
@@ -224,15 +226,7 @@ at::Tensor& rope_kv_update_out(const at::Tensor& key, const at::Tensor& value, c
   TORCH_CHECK(key.sizes() == value.sizes() && k_cache.sizes() == v_cache.sizes(), op,
               ": key and value, and k_cache and v_cache, must have the same shapes (key ", key.sizes(), ", value ",
               value.sizes(), ", k_cache ", k_cache.sizes(), ", v_cache ", v_cache.sizes(), ")");
-  const std::array<int64_t, 4> none{};
-  const char* err = eo::core::check_rotary(key.dim(), key.dim() == 4 ? key.sizes().data() : none.data(),
-                                           cos.dim() == sin.dim() ? cos.dim() : -1,
-                                           cos.dim() == 3 ? cos.sizes().data() : none.data(),
-                                           sin.dim() == 3 ? sin.sizes().data() : none.data());
-  TORCH_CHECK(err == nullptr, op, ": ", err ? err : "", " (key ", key.sizes(), ", cos ", cos.sizes(), ", sin ",
-              sin.sizes(), ")");
-  check_float(cos, op, "cos");
-  check_float(sin, op, "sin");
+  check_rotary(op, "key", key, cos, sin);
   TORCH_CHECK(out.scalar_type() == at::kLong, op, ": out must be int64");
   out.resize_({1});
   const at::Tensor k = last_dim_contiguous(key);
