@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
 
     on_run = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     try:
-        comparison = compare_programs(args.pte, args.prompt_len, args.new_tokens, args.repeats, on_run=on_run)
+        comparison = compare_programs(
+            args.pte, args.prompt_len, args.new_tokens, args.repeats, args.prefill_calls, on_run=on_run
+        )
     except BenchmarkError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

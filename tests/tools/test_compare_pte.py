@@ -57,3 +57,5 @@ def test_bad_input_is_refused_with_a_message(programs, tmp_path, capsys) -> None
     assert "at least two programs" in capsys.readouterr().err
     assert tool.main(["--pte", str(programs[0]), "--pte", str(programs[1]), "--prompt_len", "30"]) == 2
     assert "exceeds its context of 32" in capsys.readouterr().err
+    assert tool.main(["--pte", str(programs[0]), "--pte", str(programs[1]), "--prefill_calls", "0"]) == 2
+    assert "prefill_calls must be >= 1" in capsys.readouterr().err
