@@ -10,11 +10,12 @@
 
 namespace eo::core {
 
-// nullptr when the tables fit query [B, S, H, D]: cos and sin [B' , S, D] with B' 1 or B.
+// nullptr when the tables fit the rows to rotate (queries or keys) [B, S, H, D]: cos and sin
+// [B', S, D] with B' 1 or B.
 inline const char* check_rotary(int64_t q_dims, const int64_t* q_sizes, int64_t t_dims, const int64_t* cos_sizes,
                                 const int64_t* sin_sizes) {
   if (q_dims != 4 || t_dims != 3) {
-    return "query must be 4-D [B, S, H, D] and cos/sin 3-D [B, S, D]";
+    return "the rows to rotate must be 4-D [B, S, H, D] and cos/sin 3-D [B, S, D]";
   }
   for (int d = 0; d < 3; ++d) {
     if (cos_sizes[d] != sin_sizes[d]) {
@@ -23,7 +24,7 @@ inline const char* check_rotary(int64_t q_dims, const int64_t* q_sizes, int64_t 
   }
   if ((cos_sizes[0] != 1 && cos_sizes[0] != q_sizes[0]) || cos_sizes[1] != q_sizes[1] ||
       cos_sizes[2] != q_sizes[3]) {
-    return "cos/sin must be [1 or B, S, D] for a query [B, S, H, D]";
+    return "cos/sin must be [1 or B, S, D] for rows [B, S, H, D]";
   }
   if (q_sizes[3] % 2 != 0) {
     return "the head dim must be even";
