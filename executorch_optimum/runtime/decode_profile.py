@@ -133,11 +133,11 @@ def profile_decode(pte: str | Path, prompt_len: int = 128, steps: int = 32) -> D
         etdump = Path(tmp) / "trace.etdp"
         generator.write_etdump(etdump)
         inspector = Inspector(etdump_path=str(etdump))
+    # One block per method: the runner metadata's constant methods (read at load) make their
+    # own, with nothing in them but `Method::execute`; the forward calls are the largest.
+    blocks = [block for block in inspector.event_blocks if block.name == "Execute"]
+    forward = max(blocks, key=lambda block: len(block.events))
     events = [
-        (event.name, list(event.perf_data.raw))
-        for block in inspector.event_blocks
-        if block.name == "Execute"
-        for event in block.events
-        if event.perf_data is not None
+        (event.name, list(event.perf_data.raw)) for event in forward.events if event.perf_data is not None
     ]
     return summarize(events, prefill_calls, prompt_len)
