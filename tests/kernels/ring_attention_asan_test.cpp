@@ -110,7 +110,7 @@ int main() {
       {"head_dim_tail", 70, 6, 2, 20, 100, 5, 0, 0.0f},
       {"odd_head_dim_decode", 1, 5, 1, 7, 90, 88, 33, 5.0f},
       {"more_queries_than_slots", 30, 2, 1, 16, 12, 0, 12, 0.0f},
-      // Decode over 900 and 1700 keys: 2 and 3 key parts merged; the second in a wrapped ring.
+      // Decode over 900 and 1700 keys: 15 and 27 key parts merged; the second in a wrapped ring.
       {"long_decode_key_parts", 1, 9, 3, 64, 1000, 899, 0, 0.0f},
       {"long_decode_wrapped_window_parts", 1, 6, 2, 40, 1800, 2500, 1700, 4.0f},
   };

@@ -41,8 +41,11 @@ CASES = {
     "gqa4_head_dim_tail": Case(1, 4, 1, 20, 9, 4, 1.5, (6, 1, 1, 9, 1, 3, 1, 1)),
     "tiny_head_dim_many_rows": Case(2, 3, 3, 6, 50, 40, 0.0, (45, 1, 1, 30, 1, 1)),
     "no_window_ring_wraps": Case(1, 4, 1, 8, 10, kernels.NO_WINDOW, 0.0, (4, 1, 12, 1, 1, 3)),
-    # Decode over 1000-1500 keys (2 and 3 merged key parts), the window inside a wrapped ring.
+    # Decode over 1000-1500 keys (16-24 merged key parts), the window inside a wrapped ring.
     "long_window_key_parts_softcap": Case(1, 6, 2, 32, 1600, 1500, 3.0, (1000, 1, 700, 1, 1, 300, 1)),
+    # Decode steps over 61-90 keys (2-4 parts) in a ring that wraps; 8 query heads per kv head
+    # score through transposed key blocks.
+    "decode_parts_wrapped_group8": Case(2, 8, 1, 32, 100, 90, 0.0, (60,) + (1,) * 50),
 }
 
 
@@ -173,6 +176,15 @@ LONG_SHAPES = {
 }
 
 
+@pytest.mark.parametrize(("batch", "q_heads", "kv_heads", "head_dim"), [(2, 9, 3, 64), (1, 8, 1, 40)])
+def test_every_decode_key_count_matches_reference(batch, q_heads, kv_heads, head_dim):
+    """One decode step at each of 1..150 keys: one part, then 2, 3 and 4 short parts, then
+    parts of about 64 keys; with 8 query heads per kv head the parts score through transposed
+    key blocks."""
+    torch.manual_seed(3)
+    _run_linear_cache(batch, q_heads, kv_heads, head_dim, 150, (1,) * 150, head_dim**-0.5, kernels.NO_WINDOW)
+
+
 @pytest.mark.parametrize("name", sorted(LONG_SHAPES))
 def test_long_prefill_and_decode_match_reference(name):
     """Several 64-key blocks: the register-tiled prefill path (many rows, transposed key blocks)
@@ -197,8 +209,8 @@ def _run_long_sequence(q_heads: int, kv_heads: int, head_dim: int, sharpness: fl
 
 @pytest.mark.parametrize("name", ["smollm2_shaped", "peaked_softmax_dim_tail"])
 def test_long_context_decode_matches_reference(name):
-    """Decode steps over 701, 1102, 1603 and 2004 keys: one pass, then 2, 3 and 4 partial
-    softmaxes over parts of the keys, merged."""
+    """Decode steps over 701, 1102, 1603 and 2004 keys: 11, 18, 26 and 32 partial softmaxes over
+    parts of the keys, merged."""
     q_heads, kv_heads, head_dim, sharpness = LONG_SHAPES[name]
     torch.manual_seed(2)
     chunks = (700, 1, 400, 1, 500, 1, 400, 1)
@@ -228,7 +240,7 @@ def test_strided_inputs_are_read_in_place():
     [(2, 9, 8, 2, 12), (1, 1, 4, 1, 12), (1, 3, 8, 1, 12), (1, 3, 4, 2, 12), (2, 1, 9, 3, 1200)],
 )
 def test_threads_do_not_change_results(batch, seq, q_heads, kv_heads, window):
-    """Work splits differ with the thread count (e.g. query heads split at decode); bits do not.
+    """Work splits differ with the thread count (e.g. query heads split in short chunks); bits do not.
     (1, 3, 4, 2): 6 rows per kv head on one thread, 3 per item on two, across the threshold
     where key blocks are transposed. The last case decodes over 1200 keys: merged key parts,
     whose count the threads do not set."""

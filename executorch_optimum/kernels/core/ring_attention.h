@@ -729,11 +729,112 @@ inline void merge_key_parts(const float* part_out, const float* part_m, const fl
   }
 }
 
+// Reads one float of every cache line of the rows at positions [lo, hi] (every kv head of one
+// batch row), in address order, so the hardware prefetcher streams them; returns their sum.
+inline float touch_rows(const float* base, Strides3 s, int64_t Hkv, int64_t D, int64_t C, int64_t lo, int64_t hi) {
+  constexpr int64_t kLineFloats = 64 / sizeof(float);
+  float sum = 0.0f;
+  int64_t slot = lo % C;
+  for (int64_t t = lo; t <= hi; ++t) {
+    const float* row = base + slot * s.s;
+    for (int64_t h = 0; h < Hkv; ++h) {
+      for (int64_t d = 0; d < D; d += kLineFloats) {
+        sum += row[h * s.h + d];
+      }
+    }
+    slot = slot + 1 == C ? 0 : slot + 1;
+  }
+  return sum;
+}
+
+// Keeps a value the compiler would otherwise drop (and with it the loads behind it).
+inline void keep(float x) {
+#if defined(__GNUC__) || defined(__clang__)
+  asm volatile("" : : "g"(x));
+#else
+  static volatile float sink;
+  sink = x;
+#endif
+}
+
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
 
 }  // namespace detail
+
+// Parts of a decode step's keys: about kDecodePartKeys each, and at least kDecodeMinParts
+// (while parts keep kDecodeMinPartKeys keys) so that short contexts still feed a few threads.
+inline constexpr int64_t kDecodePartKeys = 64;
+inline constexpr int64_t kDecodeMinParts = 4;
+inline constexpr int64_t kDecodeMinPartKeys = 16;
+
+// How many parts a single query's `keys` (>= 1) are split into; depends on nothing else, so
+// the result does not depend on the thread count.
+inline int64_t decode_key_parts(int64_t keys) {
+  const int64_t by_size = (keys + kDecodePartKeys - 1) / kDecodePartKeys;
+  const int64_t by_threads = std::min(kDecodeMinParts, (keys + kDecodeMinPartKeys - 1) / kDecodeMinPartKeys);
+  return std::max(by_size, by_threads);
+}
+
+// Attention of a single query (S == 1, a decode step); see ring_sdpa for the contract. A decode
+// step finds each layer's cache cold in memory, so the work follows the memory: items are
+// parts of the keys (contiguous cache rows) with every kv head, each walked in address order
+// first (detail::touch_rows) and then scored from cache. One softmax per (query head, part),
+// merged at the end. Splitting by heads instead made each thread read one head's rows a stride
+// apart, waiting on one cache line after another: SmolLM2 8da4w decode ran 7-8 % slower at 128
+// cache positions and ~20 % slower at 900.
+template <class ParallelFor>
+void ring_sdpa_decode(const float* q, Strides3 qs, const float* k, Strides3 ks, const float* v, Strides3 vs,
+                      float* out, const RingSdpaShape& sh, const RingSdpaParams& p, ParallelFor&& parallel_for) {
+  const int64_t group = sh.Hq / sh.Hkv;
+  const int64_t key_lo = ring_window_lo(p.start_pos, p.start_pos + 1, sh.C, p.window);
+  const int64_t keys = p.start_pos - key_lo + 1;
+  const int64_t parts = decode_key_parts(keys);
+  const int64_t part_keys = (keys + parts - 1) / parts;
+  // Partial results per (batch, query head, part): normalised rows, their max and sum.
+  std::vector<float> part_out(static_cast<std::size_t>(sh.B * sh.Hq * parts * sh.D));
+  std::vector<float> part_m(static_cast<std::size_t>(sh.B * sh.Hq * parts));
+  std::vector<float> part_l(part_m.size(), 0.0f);
+  parallel_for(sh.B * parts, [&](int64_t begin, int64_t stop) {
+    detail::RowSet rs;
+    rs.transpose_keys = (group + 3) / 4 * 4 >= detail::kTransposeRows;
+    float touched = 0.0f;
+    for (int64_t u = begin; u < stop; ++u) {
+      const int64_t part = u % parts;
+      const int64_t b = u / parts;
+      const int64_t lo = key_lo + part * part_keys;
+      const int64_t hi = std::min(p.start_pos, lo + part_keys - 1);
+      if (lo > hi) {
+        continue;  // fewer keys than parts * part_keys: this part is empty (its sum stays 0)
+      }
+      touched += detail::touch_rows(k + b * ks.b, ks, sh.Hkv, sh.D, sh.C, lo, hi);
+      touched += detail::touch_rows(v + b * vs.b, vs, sh.Hkv, sh.D, sh.C, lo, hi);
+      for (int64_t hkv = 0; hkv < sh.Hkv; ++hkv) {
+        rs.q.clear();
+        rs.out.clear();
+        for (int64_t h = hkv * group; h < hkv * group + group; ++h) {
+          rs.q.push_back(q + b * qs.b + h * qs.h);
+          rs.out.push_back(part_out.data() + ((b * sh.Hq + h) * parts + part) * sh.D);
+        }
+        rs.lo.assign(static_cast<std::size_t>(group), lo);
+        rs.hi.assign(static_cast<std::size_t>(group), hi);
+        while (rs.q.size() % 4 != 0) {
+          rs.q.push_back(rs.q.back());  // padding rows: computed, never written out
+        }
+        detail::attend_rows_any(rs, group, k + b * ks.b + hkv * ks.h, v + b * vs.b + hkv * vs.h, ks.s, vs.s, sh.D,
+                                sh.C, p);
+        for (int64_t r = 0; r < group; ++r) {
+          const int64_t slot = (b * sh.Hq + hkv * group + r) * parts + part;
+          part_m[slot] = rs.m[r];
+          part_l[slot] = rs.l[r];
+        }
+      }
+    }
+    detail::keep(touched);
+  });
+  detail::merge_key_parts(part_out.data(), part_m.data(), part_l.data(), parts, sh, out);
+}
 
 // Sliding-window attention of S queries over a ring that already holds this call's keys (call
 // ring_update_cache first). Query i has absolute position pos = start_pos + i and attends to
@@ -742,58 +843,37 @@ inline void merge_key_parts(const float* part_out, const float* part_m, const fl
 // key (possible only when S > C) gets zeros. Output is [B, S, Hq, D] contiguous.
 //
 // Work items are (batch, kv head, tile of queries, subgroup of the query heads sharing that kv
-// head, part of the keys): each reads its keys once for all its rows. `parallel_for(n, fn)` must
-// call fn(begin, end) over disjoint ranges covering [0, n), in any order and on any threads;
-// `threads` only shapes the head split (more items when there are few heads, e.g. at decode).
-//
-// A single query with many keys (long-context decode) splits its keys into parts of about
-// kKeysPerPart instead: each part is a partial softmax over its keys, merged afterwards. Every
-// kv head's keys are then read once (a head split reads them once per subgroup) and the parts
-// balance the threads. The part count depends only on the key count, so results stay the same
-// for any thread count.
-inline constexpr int64_t kKeysPerPart = 512;
-inline constexpr int64_t kMaxKeyParts = 16;
-
+// head): each reads its keys once for all its rows. `parallel_for(n, fn)` must call fn(begin,
+// end) over disjoint ranges covering [0, n), in any order and on any threads; `threads` only
+// shapes the head split (more items when there are few heads and queries). A single query
+// (decode) takes ring_sdpa_decode. Results do not depend on the thread count.
 template <class ParallelFor>
 void ring_sdpa(const float* q, Strides3 qs, const float* k, Strides3 ks, const float* v, Strides3 vs,
                float* out, const RingSdpaShape& sh, const RingSdpaParams& p, int64_t threads,
                ParallelFor&& parallel_for) {
+  if (sh.S == 1) {
+    ring_sdpa_decode(q, qs, k, ks, v, vs, out, sh, p, parallel_for);
+    return;
+  }
   const int64_t group = sh.Hq / sh.Hkv;
   const int64_t end = p.start_pos + sh.S;
   const int64_t tile = std::max<int64_t>(1, detail::kRowTarget / group);
   const int64_t tiles = (sh.S + tile - 1) / tile;
-  int64_t parts = 1;
-  int64_t key_lo = 0;  // the single query's keys (parts > 1 only)
-  if (sh.S == 1) {
-    key_lo = ring_window_lo(p.start_pos, end, sh.C, p.window);
-    const int64_t keys = p.start_pos - key_lo + 1;
-    parts = std::clamp<int64_t>((keys + kKeysPerPart / 2) / kKeysPerPart, 1, kMaxKeyParts);
-  }
-  const int64_t part_keys = parts > 1 ? (p.start_pos - key_lo + parts) / parts : 0;
   // Split a kv head's query heads when there are fewer than two items per thread: with one
-  // item each, an odd count leaves a thread idle half the call (SmolLM2's 3 kv heads on 2
-  // threads ran 2:1; as (2 + 1 heads) x 3 items it is 5:4: SmolLM2 8da4w decode 10-15 % faster).
+  // item each, an odd count leaves a thread idle half the call.
   int64_t splits = 1;
-  while (parts == 1 && splits < group && sh.B * sh.Hkv * tiles * splits < 2 * threads) {
+  while (splits < group && sh.B * sh.Hkv * tiles * splits < 2 * threads) {
     ++splits;
   }
   const int64_t sub = (group + splits - 1) / splits;
-  const int64_t units = sh.B * sh.Hkv * tiles * splits * parts;
-  // Partial results per (batch, query head, part): normalised rows, their max and sum.
-  std::vector<float> part_out, part_m, part_l;
-  if (parts > 1) {
-    part_out.resize(static_cast<std::size_t>(sh.B * sh.Hq * parts * sh.D));
-    part_m.resize(static_cast<std::size_t>(sh.B * sh.Hq * parts));
-    part_l.resize(part_m.size());
-  }
+  const int64_t units = sh.B * sh.Hkv * tiles * splits;
   parallel_for(units, [&](int64_t begin, int64_t stop) {
     detail::RowSet rs;
     for (int64_t u = begin; u < stop; ++u) {
-      const int64_t part = u % parts;
-      const int64_t split = (u / parts) % splits;
-      const int64_t t = (u / (parts * splits)) % tiles;
-      const int64_t hkv = (u / (parts * splits * tiles)) % sh.Hkv;
-      const int64_t b = u / (parts * splits * tiles * sh.Hkv);
+      const int64_t split = u % splits;
+      const int64_t t = (u / splits) % tiles;
+      const int64_t hkv = (u / (splits * tiles)) % sh.Hkv;
+      const int64_t b = u / (splits * tiles * sh.Hkv);
       const int64_t h0 = hkv * group + split * sub;
       const int64_t h1 = std::min(hkv * group + group, h0 + sub);
       const int64_t i0 = t * tile;
@@ -805,15 +885,12 @@ void ring_sdpa(const float* q, Strides3 qs, const float* k, Strides3 ks, const f
       rs.transpose_keys = (group * (i1 - i0) + 3) / 4 * 4 >= detail::kTransposeRows;
       for (int64_t i = i0; i < i1; ++i) {
         const int64_t pos = p.start_pos + i;
-        // With key parts (a single query) this item takes its part of the query's keys.
-        const int64_t lo = parts > 1 ? key_lo + part * part_keys : ring_window_lo(pos, end, sh.C, p.window);
-        const int64_t hi = parts > 1 ? std::min(pos, lo + part_keys - 1) : pos;
+        const int64_t lo = ring_window_lo(pos, end, sh.C, p.window);
         for (int64_t h = h0; h < h1; ++h) {
           rs.q.push_back(q + b * qs.b + i * qs.s + h * qs.h);
-          rs.out.push_back(parts > 1 ? part_out.data() + ((b * sh.Hq + h) * parts + part) * sh.D
-                                     : out + ((b * sh.S + i) * sh.Hq + h) * sh.D);
+          rs.out.push_back(out + ((b * sh.S + i) * sh.Hq + h) * sh.D);
           rs.lo.push_back(lo);
-          rs.hi.push_back(hi);
+          rs.hi.push_back(pos);
         }
       }
       const int64_t rows = static_cast<int64_t>(rs.q.size());
@@ -825,18 +902,8 @@ void ring_sdpa(const float* q, Strides3 qs, const float* k, Strides3 ks, const f
       }
       detail::attend_rows_any(rs, rows, k + b * ks.b + hkv * ks.h, v + b * vs.b + hkv * vs.h, ks.s, vs.s, sh.D,
                               sh.C, p);
-      if (parts > 1) {
-        for (int64_t r = 0; r < rows; ++r) {
-          const int64_t slot = (b * sh.Hq + h0 + r) * parts + part;
-          part_m[slot] = rs.m[r];
-          part_l[slot] = rs.l[r];
-        }
-      }
     }
   });
-  if (parts > 1) {
-    detail::merge_key_parts(part_out.data(), part_m.data(), part_l.data(), parts, sh, out);
-  }
 }
 
 }  // namespace eo::core
