@@ -729,30 +729,33 @@ inline void merge_key_parts(const float* part_out, const float* part_m, const fl
   }
 }
 
-// Reads one float of every cache line of the rows at positions [lo, hi] (every kv head of one
-// batch row), in address order, so the hardware prefetcher streams them; returns their sum.
-inline float touch_rows(const float* base, Strides3 s, int64_t Hkv, int64_t D, int64_t C, int64_t lo, int64_t hi) {
+// Loads one word of every cache line of the rows at positions [lo, hi] (every kv head of one
+// batch row) in address order, so the hardware prefetcher streams them; returns the words
+// OR-ed (integer ORs: a one-cycle chain, where a float sum's adds would serialise the walk).
+inline uint32_t touch_rows(const float* base, Strides3 s, int64_t Hkv, int64_t D, int64_t C, int64_t lo, int64_t hi) {
   constexpr int64_t kLineFloats = 64 / sizeof(float);
-  float sum = 0.0f;
+  uint32_t bits = 0;
   int64_t slot = lo % C;
   for (int64_t t = lo; t <= hi; ++t) {
     const float* row = base + slot * s.s;
     for (int64_t h = 0; h < Hkv; ++h) {
       for (int64_t d = 0; d < D; d += kLineFloats) {
-        sum += row[h * s.h + d];
+        uint32_t word;
+        std::memcpy(&word, row + h * s.h + d, sizeof(word));
+        bits |= word;
       }
     }
     slot = slot + 1 == C ? 0 : slot + 1;
   }
-  return sum;
+  return bits;
 }
 
 // Keeps a value the compiler would otherwise drop (and with it the loads behind it).
-inline void keep(float x) {
+inline void keep(uint32_t x) {
 #if defined(__GNUC__) || defined(__clang__)
-  asm volatile("" : : "g"(x));
+  asm volatile("" : : "r"(x));
 #else
-  static volatile float sink;
+  static volatile uint32_t sink;
   sink = x;
 #endif
 }
@@ -799,7 +802,7 @@ void ring_sdpa_decode(const float* q, Strides3 qs, const float* k, Strides3 ks, 
   parallel_for(sh.B * parts, [&](int64_t begin, int64_t stop) {
     detail::RowSet rs;
     rs.transpose_keys = (group + 3) / 4 * 4 >= detail::kTransposeRows;
-    float touched = 0.0f;
+    uint32_t touched = 0;
     for (int64_t u = begin; u < stop; ++u) {
       const int64_t part = u % parts;
       const int64_t b = u / parts;
@@ -808,8 +811,8 @@ void ring_sdpa_decode(const float* q, Strides3 qs, const float* k, Strides3 ks, 
       if (lo > hi) {
         continue;  // fewer keys than parts * part_keys: this part is empty (its sum stays 0)
       }
-      touched += detail::touch_rows(k + b * ks.b, ks, sh.Hkv, sh.D, sh.C, lo, hi);
-      touched += detail::touch_rows(v + b * vs.b, vs, sh.Hkv, sh.D, sh.C, lo, hi);
+      touched |= detail::touch_rows(k + b * ks.b, ks, sh.Hkv, sh.D, sh.C, lo, hi);
+      touched |= detail::touch_rows(v + b * vs.b, vs, sh.Hkv, sh.D, sh.C, lo, hi);
       for (int64_t hkv = 0; hkv < sh.Hkv; ++hkv) {
         rs.q.clear();
         rs.out.clear();
