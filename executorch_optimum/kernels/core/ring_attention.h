@@ -730,7 +730,8 @@ inline void merge_key_parts(const float* part_out, const float* part_m, const fl
 }
 
 // Loads one word of every cache line of the rows at positions [lo, hi] (every kv head of one
-// batch row) in address order, so the hardware prefetcher streams them; returns the words
+// batch row), position by position: in address order for a [B, C, H, D] cache, which the
+// hardware prefetcher streams; returns the words
 // OR-ed (integer ORs: a one-cycle chain, where a float sum's adds would serialise the walk).
 inline uint32_t touch_rows(const float* base, Strides3 s, int64_t Hkv, int64_t D, int64_t C, int64_t lo, int64_t hi) {
   constexpr int64_t kLineFloats = 64 / sizeof(float);
