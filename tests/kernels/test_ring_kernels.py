@@ -43,7 +43,7 @@ CASES = {
     "no_window_ring_wraps": Case(1, 4, 1, 8, 10, kernels.NO_WINDOW, 0.0, (4, 1, 12, 1, 1, 3)),
     # Decode over 1000-1500 keys (16-24 merged key parts), the window inside a wrapped ring.
     "long_window_key_parts_softcap": Case(1, 6, 2, 32, 1600, 1500, 3.0, (1000, 1, 700, 1, 1, 300, 1)),
-    # Decode steps over 61-90 keys (2-4 parts) in a ring that wraps; 8 query heads per kv head
+    # Decode steps over 61-90 keys (4 parts) in a ring that wraps; 8 query heads per kv head
     # score through transposed key blocks.
     "decode_parts_wrapped_group8": Case(2, 8, 1, 32, 100, 90, 0.0, (60,) + (1,) * 50),
 }
@@ -178,9 +178,9 @@ LONG_SHAPES = {
 
 @pytest.mark.parametrize(("batch", "q_heads", "kv_heads", "head_dim"), [(2, 9, 3, 64), (1, 8, 1, 40)])
 def test_every_decode_key_count_matches_reference(batch, q_heads, kv_heads, head_dim):
-    """One decode step at each of 1..150 keys: one part, then 2, 3 and 4 short parts, then
-    parts of about 64 keys; with 8 query heads per kv head the parts score through transposed
-    key blocks."""
+    """One decode step at each of 1..150 keys: 1, 2, 3, then 4 parts (16 to 38 keys each; parts
+    of about 64 keys are the long-context tests'); with 8 query heads per kv head the parts
+    score through transposed key blocks."""
     torch.manual_seed(3)
     _run_linear_cache(batch, q_heads, kv_heads, head_dim, 150, (1,) * 150, head_dim**-0.5, kernels.NO_WINDOW)
 
