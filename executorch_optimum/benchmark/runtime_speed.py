@@ -174,7 +174,7 @@ class PteBench:
         steps = []
         for _ in range(self.new_tokens):
             start = time.perf_counter()
-            token = greedy_token(self.generator.forward([token], position))
+            token = self.generator.greedy_step(token, position)
             steps.append(time.perf_counter() - start)
             tokens.append(token)
             position += 1
@@ -201,11 +201,11 @@ class PteBench:
         logits = self._prefill(prefix)
         token = greedy_token(logits)
         if position > len(prefix):
-            token = greedy_token(self.generator.forward([token], position - 1))
+            token = self.generator.greedy_step(token, position - 1)
         seconds = []
         for step in range(steps):
             start = time.perf_counter()
-            token = greedy_token(self.generator.forward([token], position + step))
+            token = self.generator.greedy_step(token, position + step)
             seconds.append(time.perf_counter() - start)
         return statistics.median(seconds)
 

@@ -128,7 +128,7 @@ def profile_decode(pte: str | Path, prompt_len: int = 128, steps: int = 32) -> D
     logits, prefill_calls = generator.prefill(prompt)
     token = greedy_token(logits)
     for position in range(prompt_len, prompt_len + steps):
-        token = greedy_token(generator.forward([token], position))
+        token = generator.greedy_step(token, position)
     with tempfile.TemporaryDirectory() as tmp:
         etdump = Path(tmp) / "trace.etdp"
         generator.write_etdump(etdump)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from executorch_optimum.runtime import Generator, sample_next_token
+from executorch_optimum.runtime import Generator, greedy_token, sample_next_token
 from executorch_optimum.xnnpack import export_to_executorch_with_xnnpack
 from tests.support.tiny_programs import export_forward, runner_metadata
 
@@ -165,6 +165,21 @@ def test_forward_returns_every_positions_logits_on_request(pte, model):
         want = model(torch.tensor([chunk]), torch.arange(len(chunk)))[0]
     assert got.shape == (len(chunk), VOCAB)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("last_logits_only", [False, True])
+def test_greedy_step_picks_what_forward_and_greedy_token_pick(tmp_path, model, last_logits_only):
+    """The decode fast path against the general one, step by step from the same prefill."""
+    model.last_logits_only = last_logits_only
+    by_forward, by_step = _export(tmp_path, model), _export(tmp_path, model)
+    model.last_logits_only = False
+    logits, _ = by_forward.prefill(PROMPT)
+    by_step.prefill(PROMPT)
+    a = b = greedy_token(logits)
+    for position in range(len(PROMPT), len(PROMPT) + 15):
+        a = greedy_token(by_forward.forward([a], position))
+        b = by_step.greedy_step(b, position)
+        assert a == b, position
 
 
 def test_logits_outlive_the_next_call(pte, model):
