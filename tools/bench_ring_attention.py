@@ -502,14 +502,16 @@ def markdown(
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="bazel run //tools:bench_ring_attention --", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument(
         "--threads", type=int, default=os.cpu_count() or 1, help="torch and ExecuTorch threads"
     )
     parser.add_argument(
         "--repeats", type=int, default=None, help="timed decode calls per variant (default 30, quick 10)"
     )
-    parser.add_argument("--prefill-repeats", type=int, default=None, help="timed prefill chunks per variant")
+    parser.add_argument("--prefill_repeats", type=int, default=None, help="timed prefill chunks per variant")
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run (< 2 minutes)")
     parser.add_argument("--json", type=Path, default=None, help="also write every sample here")
     parser.add_argument("--windows", type=int, nargs="+", default=None, help="default 512 4096 (quick 512)")
@@ -517,16 +519,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--contexts", type=int, nargs="+", default=None, help="default 1024 8192 (quick 1024)"
     )
     parser.add_argument("--heads", type=int, default=4, help="query heads")
-    parser.add_argument("--kv-heads", type=int, default=1)
-    parser.add_argument("--head-dim", type=int, default=256)
+    parser.add_argument(
+        "--kv_heads", type=int, default=1, help="key/value heads; divides --heads (default 1)"
+    )
+    parser.add_argument("--head_dim", type=int, default=256, help="floats per head (default 256)")
     parser.add_argument("--chunk", type=int, default=128, help="prefill chunk (max_seq_len)")
-    parser.add_argument("--skip-e2e", action="store_true", help="attention micro-benchmark only")
-    parser.add_argument("--e2e-window", type=int, default=512)
-    parser.add_argument("--e2e-layers", type=int, default=None, help="default 6 (quick 2)")
-    parser.add_argument("--e2e-context", type=int, default=None, help="default 2048 (quick 1024)")
-    parser.add_argument("--e2e-prompt", type=int, default=None, help="default 1536 (quick 640)")
-    parser.add_argument("--e2e-new-tokens", type=int, default=None, help="default 64 (quick 24)")
-    parser.add_argument("--e2e-repeats", type=int, default=None, help="default 4 (quick 2)")
+    parser.add_argument("--skip_e2e", action="store_true", help="attention micro-benchmark only")
+    parser.add_argument(
+        "--e2e_window", type=int, default=512, help="sliding window of the end-to-end model (default 512)"
+    )
+    parser.add_argument("--e2e_layers", type=int, default=None, help="default 6 (quick 2)")
+    parser.add_argument("--e2e_context", type=int, default=None, help="default 2048 (quick 1024)")
+    parser.add_argument("--e2e_prompt", type=int, default=None, help="default 1536 (quick 640)")
+    parser.add_argument("--e2e_new_tokens", type=int, default=None, help="default 64 (quick 24)")
+    parser.add_argument("--e2e_repeats", type=int, default=None, help="default 4 (quick 2)")
     args = parser.parse_args(argv)
     quick = args.quick
     defaults = {
@@ -544,11 +550,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         if getattr(args, name) is None:
             setattr(args, name, value)
     if args.heads % args.kv_heads:
-        parser.error("--heads must be a multiple of --kv-heads")
+        parser.error("--heads must be a multiple of --kv_heads")
     if min(args.contexts) < args.chunk:
         parser.error("every context must hold at least one chunk")
     if args.e2e_prompt >= args.e2e_context:
-        parser.error("--e2e-prompt must be shorter than --e2e-context")
+        parser.error("--e2e_prompt must be shorter than --e2e_context")
     return args
 
 

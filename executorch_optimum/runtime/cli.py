@@ -36,7 +36,8 @@ class CliError(Exception):
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="generate", description="Generate text from an ExecuTorch .pte with the ExecuTorch runtime."
+        prog="bazel run //tools:generate --",
+        description="Generate text from an ExecuTorch .pte with the ExecuTorch runtime.",
     )
     parser.add_argument("--pte", required=True, type=Path, help="the program to run")
     prompt = parser.add_mutually_exclusive_group(required=True)
@@ -47,10 +48,20 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="tokenizer.json, or a directory holding one (default: next to the .pte, if present)",
     )
-    parser.add_argument("--max_new_tokens", type=int, default=32)
+    parser.add_argument(
+        "--max_new_tokens",
+        type=int,
+        default=32,
+        help="stop after this many new tokens (default 32); eos stops earlier",
+    )
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    parser.add_argument("--top_p", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--top_p",
+        type=float,
+        default=1.0,
+        help="nucleus sampling: keep the most likely tokens up to this mass (default 1 = all)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0; greedy ignores it)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument(
         "--threads",

@@ -27,12 +27,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint_label", default="checkpoint", help="what the report calls the checkpoint")
     p.add_argument("--output", required=True, type=Path, help="the .pte to write")
     p.add_argument("--report", required=True, type=Path, help="the JSON report to write")
-    p.add_argument("--task", default="text-generation")
-    p.add_argument("--qlinear", choices=["8da4w", "8da8w", "4w", "8w"])
-    p.add_argument("--qlinear_group_size", type=int, default=32)
-    p.add_argument("--qembedding", choices=["8w", "4w"])
-    p.add_argument("--qembedding_group_size", type=int, default=0)
-    p.add_argument("--max_seq_len", type=int, default=128)
+    p.add_argument("--task", default="text-generation", help="the export task (default: %(default)s)")
+    p.add_argument(
+        "--qlinear", choices=["8da4w", "8da8w", "4w", "8w"], help="linear quantization (default none)"
+    )
+    p.add_argument(
+        "--qlinear_group_size", type=int, default=32, help="weights per linear scale (default: %(default)s)"
+    )
+    p.add_argument("--qembedding", choices=["8w", "4w"], help="embedding quantization (default none)")
+    p.add_argument(
+        "--qembedding_group_size",
+        type=int,
+        default=0,
+        help="weights per embedding scale (default 0: one per row)",
+    )
+    p.add_argument(
+        "--max_seq_len", type=int, default=128, help="longest prefill chunk (default: %(default)s)"
+    )
     p.add_argument("--max_context_len", type=int, help="default: the model's limit, at most 2048")
     return p
 
