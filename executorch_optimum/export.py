@@ -156,7 +156,17 @@ def _validate_output(path: Path) -> None:
     if path.is_dir():
         raise ExportError(f"output is a directory, expected a file path: {path}")
     out_dir = path.parent
-    probe = out_dir if out_dir.exists() else next((p for p in out_dir.parents if p.exists()), Path("/"))
+    if out_dir.is_dir():
+        # Make a file there and remove it: permission bits say nothing for root, nor for
+        # read-only mounts and pseudo filesystems, where the export would fail only at its end.
+        try:
+            fd, probe_file = tempfile.mkstemp(prefix=".eo_probe_", dir=out_dir)
+            os.close(fd)
+            os.unlink(probe_file)
+        except OSError as err:
+            raise ExportError(f"output directory is not writable: {out_dir} ({err.strerror})") from None
+        return
+    probe = next((p for p in out_dir.parents if p.exists()), Path("/"))
     if not probe.is_dir() or not os.access(probe, os.W_OK):
         raise ExportError(f"output directory is not writable: {out_dir}")
 

@@ -144,6 +144,13 @@ def test_unwritable_output(checkpoint, tmp_path, capsys):
     assert _no_pte(tmp_path)
 
 
+def test_a_directory_that_refuses_new_files_is_caught_before_exporting(checkpoint, capsys):
+    """/proc refuses new files even to root, whom its permission bits would let in."""
+    code, out, err = _run(capsys, "--model", str(checkpoint), "--output", "/proc/m.pte")
+    assert code == 2 and "output directory is not writable: /proc" in err, err
+    assert "[export" not in out  # refused before any export work
+
+
 def test_pickle_weights_are_refused_unless_allowed(tmp_path, capsys):
     ckpt = tmp_path / "pickled"
     model = tiny_model("llama")
