@@ -113,6 +113,9 @@ int main() {
       // Decode over 900 and 1700 keys: 15 and 27 key parts merged; the second in a wrapped ring.
       {"long_decode_key_parts", 1, 9, 3, 64, 1000, 899, 0, 0.0f},
       {"long_decode_wrapped_window_parts", 1, 6, 2, 40, 1800, 2500, 1700, 4.0f},
+      // Cache rows of 4 KiB and more go position by position (qwen3_decode above too): 6 query
+      // heads per kv head, a head dim tail, softcap, a window in a wrapped ring.
+      {"page_rows_decode_group6_window", 1, 96, 16, 72, 300, 700, 250, 20.0f},
   };
   std::printf("simd: %s\n", eo::core::detail::simd_name());
   std::mt19937 rng(0);

@@ -46,6 +46,9 @@ CASES = {
     # Decode steps over 61-90 keys (4 parts) in a ring that wraps; 8 query heads per kv head
     # score through transposed key blocks.
     "decode_parts_wrapped_group8": Case(2, 8, 1, 32, 100, 90, 0.0, (60,) + (1,) * 50),
+    # Cache rows of 4 KiB and more go position by position: 6 query heads per kv head (a group
+    # of 4 and one of 2), a head dim with a tail past the vectors, softcap, a wrapped ring.
+    "decode_page_rows_group6_softcap": Case(2, 96, 16, 72, 100, 90, 4.0, (60,) + (1,) * 50),
 }
 
 
@@ -176,11 +179,13 @@ LONG_SHAPES = {
 }
 
 
-@pytest.mark.parametrize(("batch", "q_heads", "kv_heads", "head_dim"), [(2, 9, 3, 64), (1, 8, 1, 40)])
+@pytest.mark.parametrize(
+    ("batch", "q_heads", "kv_heads", "head_dim"), [(2, 9, 3, 64), (1, 8, 1, 40), (2, 16, 8, 128)]
+)
 def test_every_decode_key_count_matches_reference(batch, q_heads, kv_heads, head_dim):
     """One decode step at each of 1..150 keys: 1, 2, 3, then 4 parts (16 to 38 keys each; parts
     of about 64 keys are the long-context tests'); with 8 query heads per kv head the parts
-    score through transposed key blocks."""
+    score through transposed key blocks; Qwen3's 4 KiB cache rows go position by position."""
     torch.manual_seed(3)
     _run_linear_cache(batch, q_heads, kv_heads, head_dim, 150, (1,) * 150, head_dim**-0.5, kernels.NO_WINDOW)
 
@@ -237,13 +242,21 @@ def test_strided_inputs_are_read_in_place():
 
 @pytest.mark.parametrize(
     ("batch", "seq", "q_heads", "kv_heads", "window"),
-    [(2, 9, 8, 2, 12), (1, 1, 4, 1, 12), (1, 3, 8, 1, 12), (1, 3, 4, 2, 12), (2, 1, 9, 3, 1200)],
+    [
+        (2, 9, 8, 2, 12),
+        (1, 1, 4, 1, 12),
+        (1, 3, 8, 1, 12),
+        (1, 3, 4, 2, 12),
+        (2, 1, 9, 3, 1200),
+        (2, 1, 64, 32, 300),
+    ],
 )
 def test_threads_do_not_change_results(batch, seq, q_heads, kv_heads, window):
     """Work splits differ with the thread count (e.g. query heads split in short chunks); bits do not.
     (1, 3, 4, 2): 6 rows per kv head on one thread, 3 per item on two, across the threshold
-    where key blocks are transposed. The last case decodes over 1200 keys: merged key parts,
-    whose count the threads do not set."""
+    where key blocks are transposed. (2, 1, 9, 3) decodes over 1200 keys: merged key parts,
+    whose count the threads do not set; (2, 1, 64, 32) too, with 4 KiB cache rows, which go
+    position by position."""
     kernels.load_torch_ops()
     q = torch.randn(batch, seq, q_heads, 32)
     capacity = max(16, window)

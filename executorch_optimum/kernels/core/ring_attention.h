@@ -695,6 +695,222 @@ inline void attend_rows_any(RowSet& rs, int64_t rows, const float* kbase, const 
   attend_rows<vf4>(rs, rows, kbase, vbase, k_step, v_step, D, C, p);
 }
 
+// a[r] = <q row r, kh> summed lane-wise over the vector body of D, for R <= 4 query rows that
+// share one key row: each key vector is loaded once for all rows. Each row's products are
+// added in d order into one accumulator, as dot_keys does, so its scores have dot_keys' bits.
+template <class V, int R>
+EO_ALWAYS_INLINE inline void qk_rows(const float* q, int64_t q_h, const float* kh, int64_t body, float* out,
+                                     int64_t out_step) {
+  constexpr int64_t L = kLanes<V>;
+  V a[R] = {};
+  for (int64_t d = 0; d < body; d += L) {
+    const V kv = load<V>(kh + d);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      a[r] += load<V>(q + r * q_h + d) * kv;
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    store<V>(out + r * out_step, a[r]);
+  }
+}
+
+template <class V>
+EO_ALWAYS_INLINE inline void qk_rows_any(int64_t rows, const float* q, int64_t q_h, const float* kh, int64_t body,
+                                         float* out, int64_t out_step) {
+  switch (rows) {
+    case 1:
+      qk_rows<V, 1>(q, q_h, kh, body, out, out_step);
+      break;
+    case 2:
+      qk_rows<V, 2>(q, q_h, kh, body, out, out_step);
+      break;
+    case 3:
+      qk_rows<V, 3>(q, q_h, kh, body, out, out_step);
+      break;
+    default:
+      qk_rows<V, 4>(q, q_h, kh, body, out, out_step);
+      break;
+  }
+}
+
+// Where one decode part's keys are (positions lo..hi <= lo + kKeyBlock - 1 of one batch row) and
+// where its results go: per query head, the normalised output row, its max and its sum.
+struct DecodePart {
+  const float* q;  // query head 0; head h at q + h * q_h
+  int64_t q_h;
+  const float* k;  // this batch row's caches
+  const float* v;
+  Strides3 ks, vs;
+  int64_t lo, hi;
+  float* out;  // head h's row at out + h * out_h
+  int64_t out_h;
+  float* m;  // head h's max at m[h * ml_h], sum at l[h * ml_h]
+  float* l;
+  int64_t ml_h;
+};
+
+// Per-thread buffers of decode_part: scores [Hq][kKeyBlock], lane sums [Hq][L keys][L],
+// accumulators [Hq][D].
+struct DecodeScratch {
+  std::vector<float> scores, lanes, acc;
+};
+
+// One decode part in position order: the scores of every query head against each cache row
+// (all kv heads of a position are adjacent), then a softmax per head, then the values, again
+// row by row. The rows stream from memory in address order while they are used, so the
+// reading and the arithmetic overlap, where ring_sdpa_decode's other path walks a part's rows
+// first and scores them afterwards. Same arithmetic, in the same order per output element, as
+// attend_rows over one key block without transposed keys (up to 4 query heads per kv head):
+// there the two paths give the same bits.
+template <class V>
+EO_ALWAYS_INLINE inline void decode_part(const DecodePart& dp, int64_t Hq, int64_t Hkv, int64_t D, int64_t C,
+                                         const RingSdpaParams& p, DecodeScratch& sc) {
+  constexpr int64_t L = kLanes<V>;
+  const int64_t group = Hq / Hkv;
+  const int64_t n = dp.hi - dp.lo + 1;
+  const int64_t body = D / L * L;
+  const int64_t first_slot = dp.lo % C;
+  auto slot_of = [&](int64_t j) {
+    const int64_t s = first_slot + j;
+    return s >= C ? s - C : s;
+  };
+  sc.scores.resize(static_cast<std::size_t>(Hq * kKeyBlock));
+  sc.lanes.resize(static_cast<std::size_t>(Hq * L * L));
+  sc.acc.assign(static_cast<std::size_t>(Hq * D), 0.0f);
+  float* lanes = sc.lanes.data();
+  // Scores, L keys at a time: lanes[h][i] accumulates key i's products with head h lane-wise;
+  // sum_lanes_each then turns a head's L vectors into its L scores (as in dot_keys).
+  for (int64_t j0 = 0; j0 < n; j0 += L) {
+    const int64_t nj = std::min(L, n - j0);
+    for (int64_t i = 0; i < L; ++i) {
+      if (i >= nj) {
+        for (int64_t h = 0; h < Hq; ++h) {
+          store<V>(lanes + (h * L + i) * L, V{});
+        }
+        continue;
+      }
+      const float* krow = dp.k + slot_of(j0 + i) * dp.ks.s;
+      for (int64_t hkv = 0; hkv < Hkv; ++hkv) {
+        for (int64_t h0 = hkv * group; h0 < (hkv + 1) * group; h0 += 4) {
+          const int64_t rows = std::min<int64_t>(4, (hkv + 1) * group - h0);
+          qk_rows_any<V>(rows, dp.q + h0 * dp.q_h, dp.q_h, krow + hkv * dp.ks.h, body, lanes + (h0 * L + i) * L,
+                         L * L);
+        }
+      }
+    }
+    for (int64_t h = 0; h < Hq; ++h) {
+      V acc[L];
+      for (int64_t i = 0; i < L; ++i) {
+        acc[i] = load<V>(lanes + (h * L + i) * L);
+      }
+      V sums;
+      sum_lanes_each(acc, &sums);
+      const float* qh = dp.q + h * dp.q_h;
+      const int64_t kh = (h / group) * dp.ks.h;
+      for (int64_t d = body; d < D; ++d) {
+        for (int64_t i = 0; i < nj; ++i) {
+          sums[i] += qh[d] * dp.k[slot_of(j0 + i) * dp.ks.s + kh + d];
+        }
+      }
+      float* s = sc.scores.data() + h * kKeyBlock + j0;
+      for (int64_t i = 0; i < nj; ++i) {
+        s[i] = sums[i];
+      }
+    }
+  }
+  for (int64_t h = 0; h < Hq; ++h) {
+    float* s = sc.scores.data() + h * kKeyBlock;
+    float m = -std::numeric_limits<float>::infinity();
+    if (p.softcap > 0.0f) {
+      for (int64_t j = 0; j < n; ++j) {
+        s[j] = p.softcap * std::tanh(p.scale * s[j] / p.softcap);
+        m = std::max(m, s[j]);
+      }
+    } else {
+      m = scale_and_max<V>(s, 0, n - 1, p.scale);
+    }
+    dp.m[h * dp.ml_h] = m;
+    dp.l[h * dp.ml_h] = exp_shifted<V>(s, 0, n - 1, m);
+  }
+  // Values, kPvRows positions per pass over the accumulators (as axpy_rows: two vectors of a
+  // row at a time, keys in order, a scalar tail past the last pair).
+  constexpr int64_t kPvRows = 4;
+  const int64_t vbody = D / (2 * L) * (2 * L);
+  for (int64_t j0 = 0; j0 < n; j0 += kPvRows) {
+    const int64_t nj = std::min(kPvRows, n - j0);
+    const float* vrows[kPvRows];
+    for (int64_t i = 0; i < nj; ++i) {
+      vrows[i] = dp.v + slot_of(j0 + i) * dp.vs.s;
+    }
+    for (int64_t h = 0; h < Hq; ++h) {
+      const float* w = sc.scores.data() + h * kKeyBlock + j0;
+      const int64_t vh = (h / group) * dp.vs.h;
+      float* acc = sc.acc.data() + h * D;
+      for (int64_t d = 0; d < vbody; d += 2 * L) {
+        V a0 = load<V>(acc + d);
+        V a1 = load<V>(acc + d + L);
+        for (int64_t i = 0; i < nj; ++i) {
+          a0 += w[i] * load<V>(vrows[i] + vh + d);
+          a1 += w[i] * load<V>(vrows[i] + vh + d + L);
+        }
+        store<V>(acc + d, a0);
+        store<V>(acc + d + L, a1);
+      }
+      for (int64_t d = vbody; d < D; ++d) {
+        for (int64_t i = 0; i < nj; ++i) {
+          acc[d] += w[i] * vrows[i][vh + d];
+        }
+      }
+    }
+  }
+  for (int64_t h = 0; h < Hq; ++h) {
+    const float l = dp.l[h * dp.ml_h];
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    const float* a = sc.acc.data() + h * D;
+    float* o = dp.out + h * dp.out_h;
+    int64_t d = 0;
+    for (; d + L <= D; d += L) {
+      store<V>(o + d, load<V>(a + d) * inv);
+    }
+    for (; d < D; ++d) {
+      o[d] = a[d] * inv;
+    }
+  }
+}
+
+#if EO_X86_DISPATCH
+__attribute__((target("avx2,fma"))) inline void decode_part_avx2(const DecodePart& dp, int64_t Hq, int64_t Hkv,
+                                                                  int64_t D, int64_t C, const RingSdpaParams& p,
+                                                                  DecodeScratch& sc) {
+  decode_part<vf8>(dp, Hq, Hkv, D, C, p, sc);
+}
+
+__attribute__((target("avx512f"))) inline void decode_part_avx512(const DecodePart& dp, int64_t Hq, int64_t Hkv,
+                                                                   int64_t D, int64_t C, const RingSdpaParams& p,
+                                                                   DecodeScratch& sc) {
+  decode_part<vf16>(dp, Hq, Hkv, D, C, p, sc);
+}
+#endif
+
+inline void decode_part_any(const DecodePart& dp, int64_t Hq, int64_t Hkv, int64_t D, int64_t C,
+                            const RingSdpaParams& p, DecodeScratch& sc) {
+#if EO_X86_DISPATCH
+  switch (simd_path()) {
+    case Simd::kAvx512:
+      decode_part_avx512(dp, Hq, Hkv, D, C, p, sc);
+      return;
+    case Simd::kAvx2:
+      decode_part_avx2(dp, Hq, Hkv, D, C, p, sc);
+      return;
+    default:
+      break;
+  }
+#endif
+  decode_part<vf4>(dp, Hq, Hkv, D, C, p, sc);
+}
+
 // Softmax over all keys from per-part softmaxes: part c has normalised output o_c, max m_c
 // and sum l_c = sum exp(s - m_c); its weight is l_c * exp(m_c - M) with M the largest m_c.
 // Rows are (batch, query head) of a single query; out is [B, 1, Hq, D].
@@ -781,6 +997,14 @@ inline int64_t decode_key_parts(int64_t keys) {
   return std::max(by_size, by_threads);
 }
 
+// Decode parts go position by position (detail::decode_part) when one cache row, every kv head
+// of a position, spans this many bytes or more; shorter rows are walked, then scored head by
+// head. Measured alternating in one process (cold caches, 2 threads, 60-1000 keys, nine head
+// shapes): rows of 4 KiB or more (Qwen3: 8 kv heads x 128 floats) took 0.62-0.93x the time
+// position by position, rows of 2 KiB or less (SmolLM2: 768 B) 1.01-1.5x. Likely why: head by
+// head, the rows of a part sit a row apart, so at 4 KiB their equal offsets share L1 sets.
+inline constexpr int64_t kPositionMajorRowBytes = 4096;
+
 // Attention of a single query (S == 1, a decode step); see ring_sdpa for the contract. A decode
 // step finds each layer's cache cold in memory, so the work follows the memory: items are
 // parts of the keys (contiguous cache rows) with every kv head, each walked in address order
@@ -800,9 +1024,11 @@ void ring_sdpa_decode(const float* q, Strides3 qs, const float* k, Strides3 ks, 
   std::vector<float> part_out(static_cast<std::size_t>(sh.B * sh.Hq * parts * sh.D));
   std::vector<float> part_m(static_cast<std::size_t>(sh.B * sh.Hq * parts));
   std::vector<float> part_l(part_m.size(), 0.0f);
+  const bool by_position = ks.s * static_cast<int64_t>(sizeof(float)) >= kPositionMajorRowBytes;
   parallel_for(sh.B * parts, [&](int64_t begin, int64_t stop) {
     detail::RowSet rs;
     rs.transpose_keys = (group + 3) / 4 * 4 >= detail::kTransposeRows;
+    detail::DecodeScratch scratch;
     uint32_t touched = 0;
     for (int64_t u = begin; u < stop; ++u) {
       const int64_t part = u % parts;
@@ -811,6 +1037,14 @@ void ring_sdpa_decode(const float* q, Strides3 qs, const float* k, Strides3 ks, 
       const int64_t hi = std::min(p.start_pos, lo + part_keys - 1);
       if (lo > hi) {
         continue;  // fewer keys than parts * part_keys: this part is empty (its sum stays 0)
+      }
+      if (by_position) {
+        const int64_t first = b * sh.Hq * parts + part;
+        const detail::DecodePart dp{q + b * qs.b, qs.h, k + b * ks.b, v + b * vs.b, ks, vs, lo, hi,
+                                    part_out.data() + first * sh.D, parts * sh.D, part_m.data() + first,
+                                    part_l.data() + first, parts};
+        detail::decode_part_any(dp, sh.Hq, sh.Hkv, sh.D, sh.C, p, scratch);
+        continue;
       }
       touched |= detail::touch_rows(k + b * ks.b, ks, sh.Hkv, sh.D, sh.C, lo, hi);
       touched |= detail::touch_rows(v + b * vs.b, vs, sh.Hkv, sh.D, sh.C, lo, hi);
