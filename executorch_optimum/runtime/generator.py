@@ -164,20 +164,17 @@ class Generator:
         return rows if all_positions else rows[-1]
 
     def greedy_step(self, token: int, position: int) -> int:
-        """`greedy_token(forward([token], position))`, with one torch call on the logits.
+        """`greedy_token(forward([token], position))` without forward's reshape and index.
 
-        Right after a call has streamed the weights, the caches hold none of torch's code:
-        forward's reshape and index plus greedy_token's took ~170 us of a SmolLM2 8da4w step
-        there, one `.numpy()` and numpy's argmax ~85 us. Same token: the first largest logit
-        of the last position."""
+        A single-token call returns one position's logits whatever their rank, so greedy_token
+        takes them as they come. Right after a call has streamed the weights, the caches hold
+        none of torch's code: forward's reshape and index plus the old greedy_token took ~170 us
+        of a SmolLM2 8da4w step there, this ~85 us."""
         if self._num_inputs != 2:
             return greedy_token(self.forward([token], position))
         self._used = True
         (logits,) = self._method.execute(self._single_token_inputs(token, position))
-        if logits.dtype != torch.float32:
-            return greedy_token(logits.reshape(-1, logits.shape[-1])[-1])
-        values = logits.numpy()
-        return int(values.reshape(-1, values.shape[-1])[-1].argmax())
+        return greedy_token(logits)
 
     def prefill(self, prompt: Sequence[int], start_pos: int = 0) -> tuple[torch.Tensor, int]:
         """Feeds `prompt` in chunks the program accepts; returns (last logits, number of calls)."""
