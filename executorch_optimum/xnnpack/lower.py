@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import torch
-from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 from executorch.exir import (
     EdgeCompileConfig,
     EdgeProgramManager,
@@ -25,6 +24,7 @@ from torch.export import ExportedProgram
 
 from executorch_optimum.xnnpack.checkpoint_pages import page_out_checkpoints
 from executorch_optimum.xnnpack.lean_lowering import lean_xnnpack_lowering
+from executorch_optimum.xnnpack.partitioner import EdgeViewsOutsideXnnpackPartitioner
 from executorch_optimum.xnnpack.passes import InitializedBufferPass, default_transform_passes
 from executorch_optimum.xnnpack.quantize import (
     WEIGHT_ONLY_LINEAR_SCHEMES,
@@ -209,7 +209,7 @@ def export_to_executorch_with_xnnpack(
         edge: EdgeProgramManager = to_edge_transform_and_lower(
             programs,
             transform_passes=passes,
-            partitioner=[XnnpackPartitioner()],
+            partitioner=[EdgeViewsOutsideXnnpackPartitioner()],
             constant_methods=merged_metadata or None,
             compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=skip_dim_order),
         )

@@ -165,6 +165,87 @@ class MeanLastDimAsLinearPass(ExportedProgramPassBase):
         return int(value.shape[-1])
 
 
+class ScalarAddAsLinearBiasPass(ExportedProgramPassBase):
+    """Folds `linear(x, W) + c` (fp32 W without bias, constant scalar c) into `linear(x, W, c)`.
+
+    RMSNorm adds its epsilon to the mean of squares, which MeanLastDimAsLinearPass made a
+    linear: one Add operator per norm (61 per SmolLM2 token) that XNNPACK sets up and runs on
+    every call, where the linear's bias does it in the same operator. The bias is added first
+    rather than last; the difference is float32 rounding.
+    """
+
+    _ADD = exir_ops.edge.aten.add.Tensor
+    _LINEAR = exir_ops.edge.aten.linear.default
+
+    def call(self, exported_program: torch.export.ExportedProgram) -> ExportedProgramPassResult:
+        from executorch.backends.transforms.utils import (
+            create_constant_placeholder,
+            delete_constant_placeholder,
+            get_param_tensor,
+            is_param_node,
+        )
+        from torch.export.graph_signature import InputKind
+
+        graph = exported_program.graph_module.graph
+        biases: dict[tuple[int, float], torch.fx.Node] = {}
+        modified = False
+        for node in list(graph.nodes):
+            if node.op != "call_function" or node.target is not self._ADD or node.kwargs.get("alpha", 1) != 1:
+                continue
+            linear = next((a for a in node.args if self._is_plain_linear(exported_program, a)), None)
+            constant = next((a for a in node.args if a is not linear), None)
+            if linear is None or node.meta["val"].shape != linear.meta["val"].shape:
+                continue
+            if any(user.op == "output" for user in node.users):
+                continue  # the graph signature names its outputs
+            if isinstance(constant, int | float) and not isinstance(constant, bool):
+                value = torch.tensor(float(constant))
+            elif isinstance(constant, torch.fx.Node) and is_param_node(exported_program, constant):
+                value = get_param_tensor(exported_program, constant)
+            else:
+                continue
+            if value is None or value.numel() != 1:
+                continue
+            out_features = int(linear.args[1].meta["val"].shape[0])
+            key = (out_features, float(value))
+            if key not in biases:
+                first_input = next(iter(graph.find_nodes(op="placeholder")))
+                with graph.inserting_before(first_input):
+                    biases[key] = create_constant_placeholder(
+                        exported_program,
+                        graph,
+                        f"eo_linear_bias_{len(biases)}",
+                        InputKind.PARAMETER,
+                        torch.full((out_features,), float(value), dtype=torch.float32),
+                    )
+            linear.args = (*linear.args[:2], biases[key])
+            node.replace_all_uses_with(linear)
+            graph.erase_node(node)
+            if isinstance(constant, torch.fx.Node) and not constant.users:
+                delete_constant_placeholder(exported_program, constant)
+            modified = True
+        if modified:
+            exported_program.graph_module.recompile()
+        return ExportedProgramPassResult(exported_program, modified)
+
+    def _is_plain_linear(self, exported_program: torch.export.ExportedProgram, node: object) -> bool:
+        """An fp32 linear without bias, of a weight stored as is (not dequantized), used once."""
+        from executorch.backends.transforms.utils import is_param_node
+
+        if not isinstance(node, torch.fx.Node) or node.target is not self._LINEAR or len(node.users) != 1:
+            return False
+        if len(node.args) > 2 and node.args[2] is not None or node.kwargs:
+            return False
+        weight = node.args[1]
+        value = node.meta.get("val")
+        return (
+            isinstance(weight, torch.fx.Node)
+            and is_param_node(exported_program, weight)
+            and value is not None
+            and value.dtype == torch.float32
+        )
+
+
 class InferredViewDimPass(ExportPass):
     """Spells a reshape's one symbolic output dim as -1 (e.g. [1, s, -1, 64] -> [1, -1, 9, 64]).
 
@@ -294,6 +375,7 @@ def default_transform_passes() -> list[ExportPass | ExportedProgramPassBase]:
     return [
         RemovePaddingIdxEmbeddingPass(),
         MeanLastDimAsLinearPass(),
+        ScalarAddAsLinearBiasPass(),
         MeanLastDimAsPoolingPass(),
         InferredViewDimPass(),
         CancelPermutePairsPass(),

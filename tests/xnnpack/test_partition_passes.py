@@ -1,7 +1,8 @@
 """MeanLastDimAsLinearPass, MeanLastDimAsPoolingPass and InferredViewDimPass: the ops they
 rewrite end up inside XNNPACK, and the lowered program still computes what eager PyTorch
 computes.
-CancelPermutePairsPass and MergeViewsPass: fewer operators, the same values."""
+CancelPermutePairsPass, MergeViewsPass and ScalarAddAsLinearBiasPass: fewer operators, the
+same values."""
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from executorch_optimum.xnnpack.passes import (
     CancelPermutePairsPass,
     MeanLastDimAsLinearPass,
     MergeViewsPass,
+    ScalarAddAsLinearBiasPass,
     default_transform_passes,
 )
 
@@ -76,6 +78,8 @@ def test_norm_and_head_split_are_delegated_and_match_eager(per_head_norm, mean_a
         with torch.no_grad():
             want = model(x)
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    if mean_as == "linear":  # each norm's epsilon went into its mean linear's bias; no other add
+        assert "aten.add.Tensor" not in delegated and "aten.add.Tensor" not in portable
 
 
 def test_without_the_passes_the_norm_stays_portable():
@@ -155,3 +159,45 @@ def test_llama_layers_keep_no_transposes():
     ops = lowered.report.delegated_ops() + lowered.report.portable_ops()
     assert "aten.permute_copy.default" not in ops, ops
     assert "dim_order_ops._clone_dim_order.default" not in ops, ops
+
+
+class LinearsPlusConstants(torch.nn.Module):
+    """Which `linear + constant` adds fold: only a scalar after a bias-free fp32 linear used once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.plain = torch.nn.Linear(HIDDEN, HEAD, bias=False)
+        self.biased = torch.nn.Linear(HIDDEN, HEAD)
+        self.shared = torch.nn.Linear(HIDDEN, HEAD, bias=False)
+        self.row = torch.nn.Parameter(torch.randn(HEAD))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        shared = self.shared(x)
+        return (
+            (self.plain(x) + 0.25) * 2.0,  # folds
+            (0.5 + self.plain(x * 2.0)) * 2.0,  # folds (constant first)
+            (self.biased(x) + 0.25) * 2.0,  # keeps: the linear has a bias already
+            (self.plain(x) + self.row) * 2.0,  # keeps: not a scalar
+            (shared + 0.25) * 2.0,  # keeps: the linear has another user
+            shared * 2.0,
+            self.plain(x) + 0.75,  # keeps: a graph output (the signature names it)
+        )
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_scalar_adds_fold_into_linear_bias_where_exact(fold):
+    torch.manual_seed(0)
+    model = LinearsPlusConstants().eval()
+    x = torch.randn(1, 3, HIDDEN)
+    passes = [p for p in default_transform_passes() if fold or not isinstance(p, ScalarAddAsLinearBiasPass)]
+    lowered = export_to_executorch_with_xnnpack(
+        {"forward": torch.export.export(model, (x,), strict=False)}, transform_passes=passes
+    )
+    ops = lowered.report.delegated_ops() + lowered.report.portable_ops()
+    assert ops["aten.linear.default"] == 6
+    assert ops["aten.add.Tensor"] == (4 if fold else 6)
+    got = Runtime.get().load_program(lowered.buffer).load_method("forward").execute([x])
+    with torch.no_grad():
+        want = model(x)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-6)

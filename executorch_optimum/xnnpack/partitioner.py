@@ -1,0 +1,59 @@
+"""XNNPACK's partitioner, minus the reshapes that only hand a tensor across a partition's edge.
+
+A view at the edge of a delegated partition (a q/k/v projection split into heads for our
+attention op, the attention output merged back for the output projection) is a reshape
+operator that XNNPACK reshapes, sets up and runs (a copy) on every call: four per decoder
+layer. Left to ExecuTorch, the same view becomes `et_view`, which aliases the tensor's memory
+and costs an instruction. Such a view can leave the partition without splitting it: either
+none of its users is in the partition (the partition then outputs the view's input), or its
+input is computed outside (the partition then takes the view as an input).
+"""
+
+from __future__ import annotations
+
+import torch
+from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+from executorch.exir.backend.partitioner import PartitionResult
+from executorch.exir.dialects._ops import ops as exir_ops
+
+_VIEW = exir_ops.edge.aten.view_copy.default
+_TAG = "delegation_tag"
+
+
+def _is_edge_view(node: torch.fx.Node, tag: str) -> bool:
+    """True for a view in partition `tag` that can leave it without splitting it."""
+    source = node.args[0]
+    if not isinstance(source, torch.fx.Node):
+        return False
+    users_inside = any(user.meta.get(_TAG) == tag for user in node.users)
+    if not users_inside:
+        return True
+    # A computed input from outside; never a weight, which XNNPACK must see as a constant.
+    return source.op == "call_function" and source.meta.get(_TAG) != tag
+
+
+def untag_edge_views(graph: torch.fx.Graph) -> int:
+    """Takes every edge view out of its partition (repeatedly: one may expose another);
+    returns how many."""
+    moved = 0
+    changed = True
+    while changed:
+        changed = False
+        for node in graph.nodes:
+            tag = node.meta.get(_TAG)
+            if tag is not None and node.target is _VIEW and _is_edge_view(node, tag):
+                del node.meta[_TAG]
+                moved += 1
+                changed = True
+    return moved
+
+
+class EdgeViewsOutsideXnnpackPartitioner(XnnpackPartitioner):
+    """XnnpackPartitioner whose partitions leave the views at their edges to ExecuTorch."""
+
+    def partition(self, exported_program: torch.export.ExportedProgram) -> PartitionResult:
+        result = super().partition(exported_program)
+        untag_edge_views(result.tagged_exported_program.graph)
+        used = {node.meta.get(_TAG) for node in result.tagged_exported_program.graph.nodes}
+        tags = {tag: spec for tag, spec in result.partition_tags.items() if tag in used}
+        return PartitionResult(tagged_exported_program=result.tagged_exported_program, partition_tags=tags)
