@@ -110,6 +110,20 @@ class MeanLastDimAsPoolingPass(ExportPass):
         return [int(d) if isinstance(d, int) else d for d in shape]
 
 
+def _new_parameter(
+    exported_program: torch.export.ExportedProgram, name: str, value: torch.Tensor
+) -> torch.fx.Node:
+    """A new fp32 parameter placeholder holding `value`, ahead of the graph's inputs."""
+    from executorch.backends.transforms.utils import create_constant_placeholder
+    from torch.export.graph_signature import InputKind
+
+    graph = exported_program.graph_module.graph
+    with graph.inserting_before(next(iter(graph.find_nodes(op="placeholder")))):
+        return create_constant_placeholder(
+            exported_program, graph, name, InputKind.PARAMETER, value.to(torch.float32)
+        )
+
+
 class MeanLastDimAsLinearPass(ExportedProgramPassBase):
     """Rewrites fp32 `mean(x, -1, keepdim=True)` (RMSNorm's) as `linear(x, ones(1, N) / N)`.
 
@@ -125,8 +139,6 @@ class MeanLastDimAsLinearPass(ExportedProgramPassBase):
     _LINEAR = exir_ops.edge.aten.linear.default
 
     def call(self, exported_program: torch.export.ExportedProgram) -> ExportedProgramPassResult:
-        from executorch.backends.transforms.utils import create_constant_placeholder
-        from torch.export.graph_signature import InputKind
 
         graph = exported_program.graph_module.graph
         weights: dict[int, torch.fx.Node] = {}
@@ -136,15 +148,9 @@ class MeanLastDimAsLinearPass(ExportedProgramPassBase):
             if size is None:
                 continue
             if size not in weights:
-                first_input = next(iter(graph.find_nodes(op="placeholder")))
-                with graph.inserting_before(first_input):
-                    weights[size] = create_constant_placeholder(
-                        exported_program,
-                        graph,
-                        f"eo_mean_weight_{size}",
-                        InputKind.PARAMETER,
-                        torch.full((1, size), 1.0 / size, dtype=torch.float32),
-                    )
+                weights[size] = _new_parameter(
+                    exported_program, f"eo_mean_weight_{size}", torch.full((1, size), 1.0 / size)
+                )
             with graph.inserting_before(node):
                 linear = graph.call_function(self._LINEAR, (node.args[0], weights[size]))
             linear.meta = dict(node.meta)
@@ -179,12 +185,10 @@ class ScalarAddAsLinearBiasPass(ExportedProgramPassBase):
 
     def call(self, exported_program: torch.export.ExportedProgram) -> ExportedProgramPassResult:
         from executorch.backends.transforms.utils import (
-            create_constant_placeholder,
             delete_constant_placeholder,
             get_param_tensor,
             is_param_node,
         )
-        from torch.export.graph_signature import InputKind
 
         graph = exported_program.graph_module.graph
         biases: dict[tuple[int, float], torch.fx.Node] = {}
@@ -209,15 +213,11 @@ class ScalarAddAsLinearBiasPass(ExportedProgramPassBase):
             out_features = int(linear.args[1].meta["val"].shape[0])
             key = (out_features, float(value))
             if key not in biases:
-                first_input = next(iter(graph.find_nodes(op="placeholder")))
-                with graph.inserting_before(first_input):
-                    biases[key] = create_constant_placeholder(
-                        exported_program,
-                        graph,
-                        f"eo_linear_bias_{len(biases)}",
-                        InputKind.PARAMETER,
-                        torch.full((out_features,), float(value), dtype=torch.float32),
-                    )
+                biases[key] = _new_parameter(
+                    exported_program,
+                    f"eo_linear_bias_{len(biases)}",
+                    torch.full((out_features,), float(value)),
+                )
             linear.args = (*linear.args[:2], biases[key])
             node.replace_all_uses_with(linear)
             graph.erase_node(node)
