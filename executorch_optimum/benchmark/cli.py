@@ -75,14 +75,21 @@ def _user_path(path: str) -> Path:
     return Path(os.environ.get("BUILD_WORKING_DIRECTORY", os.getcwd()), expanded).resolve()
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+_positive = _int_at_least(1)
+_non_negative = _int_at_least(0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,6 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="prompt prefills per run, from position 0 each; the run's prefill time is their "
         "median (default: %(default)s)",
+    )
+    p.add_argument(
+        "--profile_steps",
+        type=_non_negative,
+        default=16,
+        metavar="N",
+        help="with --compare: decode steps each program runs once more with ExecuTorch's event "
+        "tracing, after the timed runs, to say in the Targets where a decode step goes; 0 skips "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--max_seq_len",
@@ -258,6 +274,7 @@ def _plan(args: argparse.Namespace):  # noqa: ANN202 (returns config, exporters,
         threads=args.threads,
         repeats=args.repeats,
         prefill_calls=args.prefill_calls,
+        profile_steps=args.profile_steps,
         fresh=fresh_exporters(args.fresh, exporters),
         eager=not args.no_eager,
     )

@@ -38,6 +38,8 @@ class Row:
     tokens_match_eager: bool | None = None  # greedy tokens of the .pte == eager's (fp32 only)
     read_roofline_tokens_per_s: float | None = None  # the same with the read bandwidth
     decode_step_tokens_per_s: list[float] = field(default_factory=list)  # 1 / median call, per repeat
+    # A traced decode step (runtime.decode_profile's breakdown, us): where the time goes.
+    decode_profile_us: dict[str, float] = field(default_factory=dict)
 
     @property
     def decode_vs_roofline(self) -> float:

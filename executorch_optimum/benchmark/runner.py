@@ -38,6 +38,7 @@ class BenchmarkConfig:
     threads: int = 2
     repeats: int = 3
     prefill_calls: int = 5
+    profile_steps: int = 16  # traced decode steps per program of a comparison (0: none)
     fresh: frozenset[str] = frozenset()  # names of the exporters that re-export despite a cache hit
     eager: bool = True
     context_grid: tuple[int, ...] = CONTEXT_GRID
@@ -192,7 +193,8 @@ class Benchmark:
                 )
                 del benches
                 gc.collect()
-            for m, speed in zip(measured, speeds, strict=True):
+            profiles = self._decode_profiles(model, variant, measured)
+            for m, speed, profile in zip(measured, speeds, profiles, strict=True):
                 self.progress(
                     f"{model} {variant} [{m.exporter}]: prefill {speed.prefill_stat().format()} tok/s, "
                     f"decode {speed.decode_stat().format()} tok/s "
@@ -215,9 +217,29 @@ class Benchmark:
                         tokens_match_eager=(speed.tokens == eager.tokens)
                         if eager and variant == "fp32"
                         else None,
+                        decode_profile_us=profile,
                     )
                 )
         return rows
+
+    def _decode_profiles(self, model: str, variant: str, measured: list) -> list[dict[str, float]]:
+        """Each compared program's traced decode step (runtime.decode_profile), for the Targets'
+        decode notes; empty dicts without a comparison or with profile_steps 0."""
+        cfg = self.config
+        if len(measured) < 2 or cfg.profile_steps <= 0:
+            return [{} for _ in measured]
+        from executorch_optimum.runtime.decode_profile import profile_decode
+
+        profiles = []
+        with self.progress.phase(f"{model} {variant}: traced decode steps ({cfg.profile_steps} each)"):
+            for m in measured:
+                try:
+                    profiles.append(profile_decode(m.pte, cfg.prompt_len, cfg.profile_steps).breakdown())
+                except ValueError as err:  # e.g. prompt + steps past the program's context
+                    self.progress(f"  {model} {variant} [{m.exporter}]: no decode profile ({err})")
+                    profiles.append({})
+                gc.collect()
+        return profiles
 
     def _context_sweeps(self, model: str, variant: str) -> list[ContextSweep]:
         from executorch_optimum.benchmark.runtime_speed import (

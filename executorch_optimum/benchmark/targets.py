@@ -1,10 +1,10 @@
 """The project's targets against the incumbent exporter, and how far a run is from each.
 
 A target bounds the median ratio ours / theirs of one metric (the comparison's paired
-ratios), or, for fp32 decode, our speed as a fraction of the copy-bandwidth roofline. Where a
-decode target is missed, the check notes both exporters' decode as a fraction of the
-read-bandwidth roofline: when the two are close, both read the same weight bytes at the same
-speed and the gap is bytes, not overhead.
+ratios), or, for fp32 decode, our speed as a fraction of the copy-bandwidth roofline. The
+decode check notes both exporters' decode as a fraction of the read-bandwidth roofline (when
+the two are close, both read the same weight bytes at the same speed and the gap is bytes, not
+overhead) and, when the run traced them, where each one's decode step goes.
 """
 
 from __future__ import annotations
@@ -72,13 +72,25 @@ class TargetCheck:
         return f"{self.value:.0%}" if self.target.metric == ROOFLINE_METRIC else f"{self.value:.2f}"
 
 
+def _profile_text(row: Row) -> str:
+    """ "7124 us: GEMMs 41%, attention 20%, ..." from the row's traced decode step."""
+    step = row.decode_profile_us.get("step", 0.0)
+    parts = [(k, v) for k, v in row.decode_profile_us.items() if k != "step"]
+    return f"{step:.0f} us: " + ", ".join(f"{k} {v / step:.0%}" for k, v in parts)
+
+
 def _decode_note(ours: Row, theirs: Row | None) -> str:
-    if theirs is None or ours.decode_vs_read_roofline is None or theirs.decode_vs_read_roofline is None:
+    if theirs is None:
         return ""
-    return (
-        f"read-bandwidth roofline: ours at {ours.decode_vs_read_roofline:.0%}, "
-        f"{theirs.exporter} at {theirs.decode_vs_read_roofline:.0%}"
-    )
+    notes = []
+    if ours.decode_vs_read_roofline is not None and theirs.decode_vs_read_roofline is not None:
+        notes.append(
+            f"read-bandwidth roofline: ours at {ours.decode_vs_read_roofline:.0%}, "
+            f"{theirs.exporter} at {theirs.decode_vs_read_roofline:.0%}"
+        )
+    if ours.decode_profile_us.get("step") and theirs.decode_profile_us.get("step"):
+        notes.append(f"traced step: ours {_profile_text(ours)}; {theirs.exporter} {_profile_text(theirs)}")
+    return "; ".join(notes)
 
 
 def check_targets(results: BenchmarkResults, targets: tuple[Target, ...] = TARGETS) -> list[TargetCheck]:

@@ -210,6 +210,11 @@ def test_comparison_rows_and_ratios(work: Path, exported: dict) -> None:
     assert ratios["decode tok/s (median step)"].median == pytest.approx(
         sorted(steps)[0] / 2 + sorted(steps)[1] / 2
     )
+    # Each compared program ran traced decode steps; their groups fit in the step.
+    for row in (ours, theirs):
+        profile = row.decode_profile_us
+        assert profile["step"] > 0 and profile["GEMMs"] > 0
+        assert 0 < sum(v for k, v in profile.items() if k != "step") <= 1.1 * profile["step"]
 
 
 def test_fresh_re_exports_with_the_named_exporters_only(work: Path, exported: dict) -> None:

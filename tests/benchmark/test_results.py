@@ -212,6 +212,22 @@ def test_targets_say_how_far_each_ratio_is() -> None:
     assert "| smollm2_tiny | fp32 | ours | prefill tok/s | 2.00 | >= 1.3 | yes | – | – |" in text
 
 
+def test_decode_note_says_where_each_traced_step_goes() -> None:
+    results = _results()
+    ours, theirs = results.rows
+    ours.decode_profile_us = {"step": 4000.0, "GEMMs": 2000.0, "attention": 500.0}
+    theirs.decode_profile_us = {"step": 8000.0, "GEMMs": 2000.0, "attention": 2000.0}
+    checks = {c.target.metric: c for c in check_targets(results)}
+    assert checks["decode tok/s"].note.endswith(
+        "; traced step: ours 4000 us: GEMMs 50%, attention 12%; "
+        "optimum-executorch 8000 us: GEMMs 25%, attention 25%"
+    )
+    theirs.decode_profile_us = {}  # one side untraced: no comparison to make
+    checks = {c.target.metric: c for c in check_targets(results)}
+    assert "traced" not in checks["decode tok/s"].note
+    assert from_json(to_json(results)).rows[0].decode_profile_us == ours.decode_profile_us
+
+
 def test_targets_follow_the_variant() -> None:
     ours = _row("ours", [100.0], [45.0], variant="8da4w")
     theirs = _row("theirs", [100.0], [30.0], variant="8da4w")

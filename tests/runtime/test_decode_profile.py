@@ -38,6 +38,30 @@ def test_summarize_adds_up_each_kind_per_step() -> None:
     assert "| eo::ring_sdpa.out | 1 | 2.0 | 18.2 |" in profile.table()
 
 
+def test_breakdown_groups_the_step_for_a_comparison() -> None:
+    events = [
+        ("Method::execute", [9.0, 0.020]),
+        ("DELEGATE_CALL", [5.0, 0.012]),
+        ("OPERATOR_CALL", [3.0, 0.006]),
+        ("Fully Connected (NC, QDU8, F32, QB4W) GEMM #1", [1.0, 0.005]),
+        ("Fully Connected (NC, F32) GEMM #1", [1.0, 0.002]),
+        ("Multiply (ND) #4", [1.0, 0.001]),
+        ("llama::custom_sdpa.out", [1.0, 0.004]),
+        ("llama::update_cache.out", [1.0, 0.001]),
+        ("native_call_cat.out", [1.0, 0.001]),
+    ]
+    parts = summarize(events, prefill_calls=1, first_position=0).breakdown()
+    assert parts == pytest.approx(
+        {
+            "step": 20.0,
+            "GEMMs": 5.0 + 2.0,
+            "other XNNPACK": 12.0 - 7.0,  # the multiply and the delegate time outside its operators
+            "attention": 4.0,
+            "other CPU ops": 6.0 - 4.0,  # cache update and cat
+        }
+    )
+
+
 def test_steps_are_the_method_calls_and_repeated_events_count_per_call() -> None:
     """An operator name that fires twice per call has twice the samples: the step count still
     comes from the method's calls, and the operator counts as two calls per step."""
