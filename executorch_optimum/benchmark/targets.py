@@ -73,7 +73,7 @@ class TargetCheck:
 
 
 def _profile_text(row: Row) -> str:
-    """ "7124 us: GEMMs 41%, attention 20%, ..." from the row's traced decode step."""
+    """The row's traced decode step as its length and shares: `7124 us: GEMMs 41%, ...`."""
     step = row.decode_profile_us.get("step", 0.0)
     parts = [(k, v) for k, v in row.decode_profile_us.items() if k != "step"]
     return f"{step:.0f} us: " + ", ".join(f"{k} {v / step:.0%}" for k, v in parts)
