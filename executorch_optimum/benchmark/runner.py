@@ -228,18 +228,17 @@ class Benchmark:
         cfg = self.config
         if len(measured) < 2 or cfg.profile_steps <= 0:
             return [{} for _ in measured]
-        from executorch_optimum.runtime.decode_profile import profile_decode
+        from executorch_optimum.runtime.decode_profile import profile_decodes
 
-        profiles = []
-        with self.progress.phase(f"{model} {variant}: traced decode steps ({cfg.profile_steps} each)"):
-            for m in measured:
-                try:
-                    profiles.append(profile_decode(m.pte, cfg.prompt_len, cfg.profile_steps).breakdown())
-                except ValueError as err:  # e.g. prompt + steps past the program's context
-                    self.progress(f"  {model} {variant} [{m.exporter}]: no decode profile ({err})")
-                    profiles.append({})
+        with self.progress.phase(f"{model} {variant}: traced decode steps ({cfg.profile_steps}, in turns)"):
+            try:
+                profiles = profile_decodes([m.pte for m in measured], cfg.prompt_len, cfg.profile_steps)
+            except ValueError as err:  # e.g. prompt + steps past a program's context
+                self.progress(f"  {model} {variant}: no decode profiles ({err})")
+                return [{} for _ in measured]
+            finally:
                 gc.collect()
-        return profiles
+        return [profile.breakdown() for profile in profiles]
 
     def _context_sweeps(self, model: str, variant: str) -> list[ContextSweep]:
         from executorch_optimum.benchmark.runtime_speed import (

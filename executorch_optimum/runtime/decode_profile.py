@@ -129,21 +129,40 @@ def summarize(
 
 def profile_decode(pte: str | Path, prompt_len: int = 128, steps: int = 32) -> DecodeProfile:
     """Traces a prefill of `prompt_len` tokens and `steps` greedy decode calls of `pte`."""
-    from executorch.devtools import Inspector
+    return profile_decodes([pte], prompt_len, steps)[0]
 
+
+def profile_decodes(ptes: list[str | Path], prompt_len: int = 128, steps: int = 32) -> list[DecodeProfile]:
+    """`profile_decode` for several programs that take turns step by step, as the benchmark's
+    timed runs do: a slow spell of the machine falls on all of them, not on one."""
     if prompt_len < 1 or steps < 1:
         raise ValueError(f"prompt_len and steps must be >= 1, got {prompt_len} and {steps}")
-    generator = Generator(pte, enable_etdump=True)
-    context = generator.metadata.max_context_len
-    if prompt_len + steps > context:
-        raise ValueError(f"prompt_len + steps = {prompt_len + steps} exceeds the context of {context} tokens")
-    # A fixed prompt of ids the vocabulary has (0-2 skipped: often special tokens).
-    vocab = generator.metadata.vocab_size or 100
-    prompt = [i % max(1, vocab - 3) + min(3, vocab - 1) for i in range(prompt_len)]
-    logits, prefill_calls = generator.prefill(prompt)
-    token = greedy_token(logits)
+    generators = [Generator(pte, enable_etdump=True) for pte in ptes]
+    tokens, prefill_calls = [], []
+    for generator in generators:
+        context = generator.metadata.max_context_len
+        if prompt_len + steps > context:
+            raise ValueError(
+                f"prompt_len + steps = {prompt_len + steps} exceeds the context of {context} tokens"
+            )
+        # A fixed prompt of ids the vocabulary has (0-2 skipped: often special tokens).
+        vocab = generator.metadata.vocab_size or 100
+        prompt = [i % max(1, vocab - 3) + min(3, vocab - 1) for i in range(prompt_len)]
+        logits, calls = generator.prefill(prompt)
+        tokens.append(greedy_token(logits))
+        prefill_calls.append(calls)
     for position in range(prompt_len, prompt_len + steps):
-        token = generator.greedy_step(token, position)
+        tokens = [g.greedy_step(token, position) for g, token in zip(generators, tokens, strict=True)]
+    return [
+        summarize(_forward_events(generator), calls, prompt_len)
+        for generator, calls in zip(generators, prefill_calls, strict=True)
+    ]
+
+
+def _forward_events(generator: Generator) -> list[tuple[str, list[float]]]:
+    """(event name, ms per call) of the forward method's traced calls."""
+    from executorch.devtools import Inspector
+
     with tempfile.TemporaryDirectory() as tmp:
         etdump = Path(tmp) / "trace.etdp"
         generator.write_etdump(etdump)
@@ -152,7 +171,6 @@ def profile_decode(pte: str | Path, prompt_len: int = 128, steps: int = 32) -> D
     # own, with nothing in them but `Method::execute`; the forward calls are the largest.
     blocks = [block for block in inspector.event_blocks if block.name == "Execute"]
     forward = max(blocks, key=lambda block: len(block.events))
-    events = [
+    return [
         (event.name, list(event.perf_data.raw)) for event in forward.events if event.perf_data is not None
     ]
-    return summarize(events, prefill_calls, prompt_len)

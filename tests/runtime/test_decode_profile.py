@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from executorch_optimum.runtime.decode_profile import is_cpu_operator, profile_decode, summarize
+from executorch_optimum.runtime.decode_profile import (
+    is_cpu_operator,
+    profile_decode,
+    profile_decodes,
+    summarize,
+)
 from executorch_optimum.xnnpack import export_to_executorch_with_xnnpack
 from tests.support.tiny_programs import CachedTinyLm
 
@@ -105,3 +110,22 @@ def test_a_traced_program_reports_its_delegated_linears(tmp_path) -> None:
     assert profile.delegate_calls_us + profile.operator_calls_us <= 1.1 * profile.step_us
     with pytest.raises(ValueError, match="exceeds the context of 24"):
         profile_decode(pte, prompt_len=20, steps=5)
+
+
+def test_programs_traced_in_turns_each_get_their_own_profile(tmp_path) -> None:
+    """Two programs taking turns: each profile counts its own steps and operators only."""
+    torch.manual_seed(0)
+    small, large = tmp_path / "small.pte", tmp_path / "large.pte"
+    small.write_bytes(
+        export_to_executorch_with_xnnpack(CachedTinyLm(VOCAB, HIDDEN, CONTEXT, MAX_SEQ_LEN).eval()).buffer
+    )
+    large.write_bytes(
+        export_to_executorch_with_xnnpack(CachedTinyLm(VOCAB, 4 * HIDDEN, CONTEXT, MAX_SEQ_LEN).eval()).buffer
+    )
+    profiles = profile_decodes([small, large], prompt_len=10, steps=5)
+    for profile in profiles:
+        assert profile.steps == 5 and profile.first_position == 10
+        gemms = [op for op in profile.ops if op.name.startswith("Fully Connected")]
+        assert sum(op.calls_per_step for op in gemms) == 2
+    with pytest.raises(ValueError, match="exceeds the context of 24"):
+        profile_decodes([small, large], prompt_len=20, steps=5)
