@@ -138,13 +138,14 @@ def profile_decodes(ptes: list[str | Path], prompt_len: int = 128, steps: int = 
     if prompt_len < 1 or steps < 1:
         raise ValueError(f"prompt_len and steps must be >= 1, got {prompt_len} and {steps}")
     generators = [Generator(pte, enable_etdump=True) for pte in ptes]
-    tokens, prefill_calls = [], []
-    for generator in generators:
+    for generator in generators:  # every program checked before any runs
         context = generator.metadata.max_context_len
         if prompt_len + steps > context:
             raise ValueError(
                 f"prompt_len + steps = {prompt_len + steps} exceeds the context of {context} tokens"
             )
+    tokens, prefill_calls = [], []
+    for generator in generators:
         # A fixed prompt of ids the vocabulary has (0-2 skipped: often special tokens).
         vocab = generator.metadata.vocab_size or 100
         prompt = [i % max(1, vocab - 3) + min(3, vocab - 1) for i in range(prompt_len)]
