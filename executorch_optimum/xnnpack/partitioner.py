@@ -7,6 +7,13 @@ layer. Left to ExecuTorch, the same view becomes `et_view`, which aliases the te
 and costs an instruction. Such a view can leave the partition without splitting it: either
 none of its users is in the partition (the partition then outputs the view's input), or its
 input is computed outside (the partition then takes the view as an input).
+
+XNNPACK's partitioner merges its node groups in one greedy pass and never retries a merge it
+refused while a node between the two sat in a third partition. Groups that span a wide range
+of the graph (one quantized activation shared by q/k/v, see ShareActivationQuantizationPass)
+then leave partitions that touch each other apart, each one more delegate call per token.
+`merge_touching_partitions` retries those merges until none is left that keeps the graph
+acyclic.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import torch
 from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 from executorch.exir.backend.partitioner import PartitionResult
 from executorch.exir.dialects._ops import ops as exir_ops
+from torch.fx.passes.utils.fuser_utils import validate_partition
 
 _VIEW = exir_ops.edge.aten.view_copy.default
 _TAG = "delegation_tag"
@@ -48,11 +56,45 @@ def untag_edge_views(graph: torch.fx.Graph) -> int:
     return moved
 
 
+def _members(graph: torch.fx.Graph) -> dict[str, list[torch.fx.Node]]:
+    members: dict[str, list[torch.fx.Node]] = {}
+    for node in graph.nodes:
+        tag = node.meta.get(_TAG)
+        if tag is not None:
+            members.setdefault(tag, []).append(node)
+    return members
+
+
+def _merge_one(graph: torch.fx.Graph) -> bool:
+    """Merges the first pair of partitions where one feeds the other and their union has no
+    path out of it and back in; returns whether it found one."""
+    members = _members(graph)
+    for tag, nodes in members.items():
+        fed = {user.meta.get(_TAG) for node in nodes for user in node.users} - {tag, None}
+        for other in sorted(fed):
+            combined = [n for n in nodes + members[other] if n.op == "call_function"]
+            if validate_partition(combined):
+                for node in members[other]:
+                    node.meta[_TAG] = tag
+                return True
+    return False
+
+
+def merge_touching_partitions(graph: torch.fx.Graph) -> int:
+    """Merges partitions that feed each other wherever the graph stays acyclic; returns how
+    many merges."""
+    merged = 0
+    while _merge_one(graph):
+        merged += 1
+    return merged
+
+
 class EdgeViewsOutsideXnnpackPartitioner(XnnpackPartitioner):
     """XnnpackPartitioner whose partitions leave the views at their edges to ExecuTorch."""
 
     def partition(self, exported_program: torch.export.ExportedProgram) -> PartitionResult:
         result = super().partition(exported_program)
+        merge_touching_partitions(result.tagged_exported_program.graph)
         untag_edge_views(result.tagged_exported_program.graph)
         used = {node.meta.get(_TAG) for node in result.tagged_exported_program.graph.nodes}
         tags = {tag: spec for tag, spec in result.partition_tags.items() if tag in used}

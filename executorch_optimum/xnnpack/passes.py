@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -13,6 +14,8 @@ from executorch.exir.pass_base import (
     PassResult,
 )
 from torch.fx.passes.infra.pass_base import PassBase
+
+_LINEAR = exir_ops.edge.aten.linear.default
 
 
 class RemovePaddingIdxEmbeddingPass(ExportPass):
@@ -136,10 +139,8 @@ class MeanLastDimAsLinearPass(ExportedProgramPassBase):
     """
 
     _MEAN = exir_ops.edge.aten.mean.dim
-    _LINEAR = exir_ops.edge.aten.linear.default
 
     def call(self, exported_program: torch.export.ExportedProgram) -> ExportedProgramPassResult:
-
         graph = exported_program.graph_module.graph
         weights: dict[int, torch.fx.Node] = {}
         modified = False
@@ -152,7 +153,7 @@ class MeanLastDimAsLinearPass(ExportedProgramPassBase):
                     exported_program, f"eo_mean_weight_{size}", torch.full((1, size), 1.0 / size)
                 )
             with graph.inserting_before(node):
-                linear = graph.call_function(self._LINEAR, (node.args[0], weights[size]))
+                linear = graph.call_function(_LINEAR, (node.args[0], weights[size]))
             linear.meta = dict(node.meta)
             node.replace_all_uses_with(linear)
             graph.erase_node(node)
@@ -181,7 +182,6 @@ class ScalarAddAsLinearBiasPass(ExportedProgramPassBase):
     """
 
     _ADD = exir_ops.edge.aten.add.Tensor
-    _LINEAR = exir_ops.edge.aten.linear.default
 
     def call(self, exported_program: torch.export.ExportedProgram) -> ExportedProgramPassResult:
         from executorch.backends.transforms.utils import (
@@ -232,7 +232,7 @@ class ScalarAddAsLinearBiasPass(ExportedProgramPassBase):
         """An fp32 linear without bias, of a weight stored as is (not dequantized), used once."""
         from executorch.backends.transforms.utils import is_param_node
 
-        if not isinstance(node, torch.fx.Node) or node.target is not self._LINEAR or len(node.users) != 1:
+        if not isinstance(node, torch.fx.Node) or node.target is not _LINEAR or len(node.users) != 1:
             return False
         if len(node.args) > 2 and node.args[2] is not None or node.kwargs:
             return False
@@ -349,6 +349,56 @@ class MergeViewsPass(ExportPass):
         return PassResult(graph_module, modified)
 
 
+class ShareActivationQuantizationPass(ExportPass):
+    """Linears that read one activation quantize it once.
+
+    8da4w quantizes every linear's input on its own (choose_qparams, quantize, dequantize):
+    q/k/v and gate/up quantize the same tensor three and two times, and XNNPACK runs a convert
+    operator (and its per-call setup) for each. Equal quantization nodes of one source compute
+    the same tensor, so one of each serves all the linears.
+    """
+
+    _PURE = frozenset(
+        f"torchao.{op}.default" for op in ("choose_qparams_affine", "quantize_affine", "dequantize_affine")
+    )
+
+    def call(self, graph_module: torch.fx.GraphModule) -> PassResult:
+        graph = graph_module.graph
+        seen: dict[tuple, torch.fx.Node] = {}
+        modified = False
+        for node in list(graph.nodes):
+            if node.op != "call_function" or not self._shareable(node):
+                continue
+            key = (node.target, _hashable(node.args), _hashable(node.kwargs))
+            if key in seen:
+                node.replace_all_uses_with(seen[key])
+                graph.erase_node(node)
+                modified = True
+            else:
+                seen[key] = node
+        if modified:
+            graph_module.recompile()
+        return PassResult(graph_module, modified)
+
+    def _shareable(self, node: torch.fx.Node) -> bool:
+        if getattr(node.target, "__name__", None) in self._PURE:
+            return True
+        source = node.args[0] if node.args else None
+        return (
+            node.target is operator.getitem
+            and getattr(getattr(source, "target", None), "__name__", None) in self._PURE
+        )
+
+
+def _hashable(value: object) -> object:
+    """A key for an argument tree: nodes by identity, lists as tuples, dicts as sorted items."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(item) for item in value)
+    if isinstance(value, dict):
+        return tuple(sorted((key, _hashable(item)) for key, item in value.items()))
+    return value
+
+
 class InitializedBufferPass(PassBase):
     """Marks the placeholders whose names contain one of `patterns` as initialised buffers.
 
@@ -373,6 +423,7 @@ class InitializedBufferPass(PassBase):
 def default_transform_passes() -> list[ExportPass | ExportedProgramPassBase]:
     """The passes every XNNPACK export runs on the edge graph before partitioning."""
     return [
+        ShareActivationQuantizationPass(),
         RemovePaddingIdxEmbeddingPass(),
         MeanLastDimAsLinearPass(),
         ScalarAddAsLinearBiasPass(),

@@ -8,7 +8,10 @@ from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
 from executorch.runtime import Runtime
 
 from executorch_optimum.xnnpack import delegation_report
-from executorch_optimum.xnnpack.partitioner import EdgeViewsOutsideXnnpackPartitioner
+from executorch_optimum.xnnpack.partitioner import (
+    EdgeViewsOutsideXnnpackPartitioner,
+    merge_touching_partitions,
+)
 
 HIDDEN, HEADS = 32, 4
 
@@ -70,3 +73,40 @@ def test_edge_views_leave_the_partitions_and_values_hold():
             want = model(x)
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
         assert torch.equal(got, stock_got)
+
+
+def _tagged_graph(tags: dict[str, str]) -> torch.fx.Graph:
+    """a -> b -> c -> d, with a side path a -> outside -> d; nodes tagged as `tags` says."""
+
+    def chain(x: torch.Tensor) -> torch.Tensor:
+        a = x + 1
+        b = a * 2
+        outside = torch.cumsum(a, 0)
+        c = b - 3
+        return c * outside
+
+    graph = torch.fx.symbolic_trace(chain).graph
+    names = {"add": "a", "mul": "b", "cumsum": "outside", "sub": "c", "mul_1": "d"}
+    for node in graph.nodes:
+        tag = tags.get(names.get(node.name, ""))
+        if tag is not None:
+            node.meta["delegation_tag"] = tag
+    return graph
+
+
+def _tags(graph: torch.fx.Graph) -> dict[str, str | None]:
+    return {node.name: node.meta.get("delegation_tag") for node in graph.nodes if node.op == "call_function"}
+
+
+def test_touching_partitions_merge_unless_a_path_leaves_and_returns():
+    # b and c touch and nothing outside lies between them: one partition.
+    graph = _tagged_graph({"a": "tag0", "b": "tag1", "c": "tag2"})
+    assert merge_touching_partitions(graph) == 2
+    assert set(_tags(graph).values()) == {"tag0", None}
+    # d takes a path through the untagged cumsum from a: a and d never merge, b and c join
+    # whichever side keeps the graph acyclic.
+    graph = _tagged_graph({"a": "tag0", "b": "tag1", "c": "tag1", "d": "tag2"})
+    merge_touching_partitions(graph)
+    tags = _tags(graph)
+    assert tags["add"] != tags["mul_1"] and tags["cumsum"] is None
+    assert len({tags["add"], tags["mul_1"]}) == 2
