@@ -3,30 +3,69 @@
 While exporting with our kernels, `apply_rotary_pos_emb` (patched by modules/rotary.py)
 leaves the query and the key unrotated and puts their tables here. The layer's cache update
 takes the key's and calls eo::rope_kv_update, which rotates keys as it writes them; the
-attention takes the query's and calls eo::rope_ring_sdpa, which rotates the query.
+attention takes the query's and calls eo::rope_ring_sdpa, which rotates the query. A per-head
+RMS norm applied right before rotary (Qwen3's q_norm / k_norm) can be handed on the same way:
+the norm module leaves its input as it is and puts its weight and epsilon here first.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 
+class HeadNorm(NamedTuple):
+    """`x * rsqrt(mean(x^2, -1) + eps) * weight` over each head's row, still to be applied."""
+
+    weight: torch.Tensor
+    eps: float
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """The norm in plain torch, for a consumer that cannot fuse it."""
+        return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+
+
+class RotaryTables(NamedTuple):
+    cos: torch.Tensor
+    sin: torch.Tensor
+    norm: HeadNorm | None = None
+
+    def op_args(self) -> tuple:
+        """The trailing `norm_weight, norm_eps` arguments of our rope ops."""
+        return (None, 0.0) if self.norm is None else (self.norm.weight, self.norm.eps)
+
+
 class DeferredRotary:
-    """The rotary tables of one tensor (`what`) handed on unrotated to the op of the same
-    layer that must apply them (an unrotated query or key is wrong)."""
+    """The rotary tables (and any head norm before them) of one tensor (`what`) handed on
+    unrotated to the op of the same layer that must apply them (an unrotated query or key is
+    wrong)."""
 
     def __init__(self, what: str) -> None:
         self.what = what
-        self.pending: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.pending: RotaryTables | None = None
+        self.pending_norm: HeadNorm | None = None
 
-    def put(self, cos: torch.Tensor, sin: torch.Tensor) -> None:
+    def put_norm(self, norm: HeadNorm) -> None:
+        if self.pending_norm is not None:
+            raise RuntimeError(f"a {self.what}'s head norm was never applied: no rotary followed it")
+        self.pending_norm = norm
+
+    def take_norm(self) -> HeadNorm | None:
+        norm, self.pending_norm = self.pending_norm, None
+        return norm
+
+    def put(self, cos: torch.Tensor, sin: torch.Tensor, norm: HeadNorm | None = None) -> None:
         if self.pending is not None:
             raise RuntimeError(self.unused_message())
-        self.pending = (cos, sin)
+        self.pending = RotaryTables(cos, sin, norm)
 
-    def take(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def take(self) -> RotaryTables | None:
         tables, self.pending = self.pending, None
         return tables
+
+    def clear(self) -> None:
+        self.pending = self.pending_norm = None
 
     def unused_message(self) -> str:
         user = "attention" if self.what == "query" else "cache update"

@@ -94,9 +94,10 @@ def _write_rotated_keys(
     from executorch_optimum import kernels
 
     kernels.load_torch_ops()
-    cos, sin = tables
     key, value = _to_storage_layout(key_states), _to_storage_layout(value_states)
-    torch.ops.eo.rope_kv_update(key, value, cos, sin, storage.k_cache, storage.v_cache, start)
+    torch.ops.eo.rope_kv_update(
+        key, value, tables.cos, tables.sin, storage.k_cache, storage.v_cache, start, *tables.op_args()
+    )
     return True
 
 

@@ -157,11 +157,29 @@ const char* check_tables(const Tensor& rows, const Tensor& cos, const Tensor& si
   return nullptr;
 }
 
+// The fused RMS norm of `rows` [B, S, H, D] (none without a weight); nullptr error when valid.
+const char* row_norm(const Tensor& rows, const executorch::aten::optional<Tensor>& weight, double eps,
+                     eo::core::RowNorm& norm) {
+  norm = {};
+  if (!weight.has_value()) {
+    return nullptr;
+  }
+  const char* err = eo::core::check_row_norm(weight->dim(), weight->numel(), rows.size(3));
+  if (err != nullptr) {
+    return err;
+  }
+  if (weight->scalar_type() != ScalarType::Float || !executorch::runtime::tensor_is_contiguous(*weight)) {
+    return "the norm weight must be a contiguous float32 tensor";
+  }
+  norm = {weight->const_data_ptr<float>(), static_cast<float>(eps)};
+  return nullptr;
+}
+
 // ---- rope_ring_sdpa --------------------------------------------------------------------------
 
 Tensor& rope_ring_sdpa_out(KernelRuntimeContext& ctx, const Tensor& query, const Tensor& cos, const Tensor& sin,
                            const Tensor& k_cache, const Tensor& v_cache, int64_t start_pos, int64_t window,
-                           double scale, double softcap, Tensor& out) {
+                           double scale, double softcap, const executorch::aten::optional<Tensor>& norm_weight, double norm_eps, Tensor& out) {
   const char* op = "eo::rope_ring_sdpa";
   const eo::core::RingSdpaParams p{start_pos, window, static_cast<float>(scale),
                                    static_cast<float>(softcap)};
@@ -172,10 +190,13 @@ Tensor& rope_ring_sdpa_out(KernelRuntimeContext& ctx, const Tensor& query, const
   std::array<int64_t, 3> cs{};
   const char* err = check_tables(query, cos, sin, cs);
   ET_KERNEL_CHECK_MSG(ctx, err == nullptr, InvalidArgument, out, "%s: %s", op, err ? err : "");
+  eo::core::RowNorm norm;
+  err = row_norm(query, norm_weight, norm_eps, norm);
+  ET_KERNEL_CHECK_MSG(ctx, err == nullptr, InvalidArgument, out, "%s: %s", op, err ? err : "");
   std::vector<float> rotated(static_cast<std::size_t>(query.numel()));
   eo::core::rotate_queries(query.const_data_ptr<float>(), strides3(query), cos.const_data_ptr<float>(),
                            sin.const_data_ptr<float>(), cs[0] == 1 ? 0 : cs[1] * cs[2], qs[0], qs[1], qs[2], qs[3],
-                           rotated.data());
+                           norm, rotated.data());
   const eo::core::Strides3 contiguous{qs[1] * qs[2] * qs[3], qs[2] * qs[3], qs[3]};
   run_ring_sdpa(ctx, op, rotated.data(), contiguous, query, k_cache, v_cache, p, out);
   return out;
@@ -184,7 +205,8 @@ Tensor& rope_ring_sdpa_out(KernelRuntimeContext& ctx, const Tensor& query, const
 // ---- rope_kv_update --------------------------------------------------------------------------
 
 Tensor& rope_kv_update_out(KernelRuntimeContext& ctx, const Tensor& key, const Tensor& value, const Tensor& cos,
-                           const Tensor& sin, Tensor& k_cache, Tensor& v_cache, int64_t start_pos, Tensor& out) {
+                           const Tensor& sin, Tensor& k_cache, Tensor& v_cache, int64_t start_pos, const executorch::aten::optional<Tensor>& norm_weight, double norm_eps,
+                           Tensor& out) {
   const char* op = "eo::rope_kv_update";
   const auto ks = sizes4(key);
   const auto cs = sizes4(k_cache);
@@ -205,6 +227,9 @@ Tensor& rope_kv_update_out(KernelRuntimeContext& ctx, const Tensor& key, const T
   std::array<int64_t, 3> tables{};
   err = check_tables(key, cos, sin, tables);
   ET_KERNEL_CHECK_MSG(ctx, err == nullptr, InvalidArgument, out, "%s: %s", op, err ? err : "");
+  eo::core::RowNorm norm;
+  err = row_norm(key, norm_weight, norm_eps, norm);
+  ET_KERNEL_CHECK_MSG(ctx, err == nullptr, InvalidArgument, out, "%s: %s", op, err ? err : "");
   ET_KERNEL_CHECK_MSG(ctx, out.scalar_type() == ScalarType::Long, InvalidArgument, out, "%s: out must be int64",
                       op);
   const executorch::aten::SizesType one[1] = {1};
@@ -213,7 +238,7 @@ Tensor& rope_kv_update_out(KernelRuntimeContext& ctx, const Tensor& key, const T
                                 strides3(value), cos.const_data_ptr<float>(), sin.const_data_ptr<float>(),
                                 tables[0] == 1 ? 0 : tables[1] * tables[2], k_cache.mutable_data_ptr<float>(),
                                 strides3(k_cache), v_cache.mutable_data_ptr<float>(), strides3(v_cache), ks[0], ks[1],
-                                ks[2], ks[3], cs[1], start_pos);
+                                ks[2], ks[3], cs[1], start_pos, norm);
   out.mutable_data_ptr<int64_t>()[0] = start_pos + ks[1];
   return out;
 }

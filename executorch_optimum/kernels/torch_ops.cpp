@@ -180,38 +180,57 @@ void check_rotary(const char* op, const char* what, const at::Tensor& rows, cons
   check_float(sin, op, "sin");
 }
 
+// The fused RMS norm of `rows` [B, S, H, D] (none without a weight); `keep` holds the weight's
+// contiguous copy while the norm is in use.
+eo::core::RowNorm row_norm(const char* op, const at::Tensor& rows, const std::optional<at::Tensor>& weight,
+                           double eps, at::Tensor& keep) {
+  if (!weight.has_value()) {
+    return {};
+  }
+  const char* err = eo::core::check_row_norm(weight->dim(), weight->numel(), rows.size(3));
+  TORCH_CHECK(err == nullptr, op, ": ", err ? err : "", " (norm_weight ", weight->sizes(), ", rows ", rows.sizes(),
+              ")");
+  check_float(*weight, op, "norm_weight");
+  keep = weight->contiguous();
+  return {keep.const_data_ptr<float>(), static_cast<float>(eps)};
+}
+
 at::Tensor& rope_ring_sdpa_out(const at::Tensor& query, const at::Tensor& cos, const at::Tensor& sin,
                                const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start_pos,
-                               int64_t window, double scale, double softcap, at::Tensor& out) {
+                               int64_t window, double scale, double softcap, const std::optional<at::Tensor>& norm_weight, double norm_eps,
+                               at::Tensor& out) {
   check_rotary("eo::rope_ring_sdpa", "query", query, cos, sin);
   check_float(query, "eo::rope_ring_sdpa", "query");
+  at::Tensor weight;
+  const eo::core::RowNorm norm = row_norm("eo::rope_ring_sdpa", query, norm_weight, norm_eps, weight);
   const at::Tensor q = last_dim_contiguous(query);
   const at::Tensor c = cos.contiguous();
   const at::Tensor n = sin.contiguous();
   at::Tensor rotated = at::empty(q.sizes(), q.options().memory_format(at::MemoryFormat::Contiguous));
   eo::core::rotate_queries(q.const_data_ptr<float>(), strides3(q), c.const_data_ptr<float>(),
                            n.const_data_ptr<float>(), c.size(0) == 1 ? 0 : c.stride(0), q.size(0), q.size(1),
-                           q.size(2), q.size(3), rotated.mutable_data_ptr<float>());
+                           q.size(2), q.size(3), norm, rotated.mutable_data_ptr<float>());
   return ring_sdpa_out(rotated, k_cache, v_cache, start_pos, window, scale, softcap, out);
 }
 
 at::Tensor rope_ring_sdpa(const at::Tensor& query, const at::Tensor& cos, const at::Tensor& sin,
                           const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start_pos, int64_t window,
-                          double scale, double softcap) {
+                          double scale, double softcap, const std::optional<at::Tensor>& norm_weight, double norm_eps) {
   at::Tensor out = at::empty(query.sizes(), query.options().memory_format(at::MemoryFormat::Contiguous));
-  rope_ring_sdpa_out(query, cos, sin, k_cache, v_cache, start_pos, window, scale, softcap, out);
+  rope_ring_sdpa_out(query, cos, sin, k_cache, v_cache, start_pos, window, scale, softcap, norm_weight, norm_eps, out);
   return out;
 }
 
 at::Tensor rope_ring_sdpa_meta(const at::Tensor& query, const at::Tensor& cos, const at::Tensor& sin,
                                const at::Tensor& k_cache, const at::Tensor& v_cache, c10::SymInt start_pos,
-                               int64_t window, double scale, double softcap) {
+                               int64_t window, double scale, double softcap, const std::optional<at::Tensor>& norm_weight, double norm_eps) {
   return ring_sdpa_meta(query, k_cache, v_cache, start_pos, window, scale, softcap);
 }
 
 at::Tensor& rope_ring_sdpa_out_meta(const at::Tensor& query, const at::Tensor& cos, const at::Tensor& sin,
                                     const at::Tensor& k_cache, const at::Tensor& v_cache, c10::SymInt start_pos,
-                                    int64_t window, double scale, double softcap, at::Tensor& out) {
+                                    int64_t window, double scale, double softcap, const std::optional<at::Tensor>& norm_weight, double norm_eps,
+                                    at::Tensor& out) {
   return ring_sdpa_out_meta(query, k_cache, v_cache, start_pos, window, scale, softcap, out);
 }
 
@@ -219,7 +238,7 @@ at::Tensor& rope_ring_sdpa_out_meta(const at::Tensor& query, const at::Tensor& c
 
 at::Tensor& rope_kv_update_out(const at::Tensor& key, const at::Tensor& value, const at::Tensor& cos,
                                const at::Tensor& sin, at::Tensor& k_cache, at::Tensor& v_cache, int64_t start_pos,
-                               at::Tensor& out) {
+                               const std::optional<at::Tensor>& norm_weight, double norm_eps, at::Tensor& out) {
   const char* op = "eo::rope_kv_update";
   check_ring_update(key, k_cache, start_pos);
   check_ring_update(value, v_cache, start_pos);
@@ -227,6 +246,8 @@ at::Tensor& rope_kv_update_out(const at::Tensor& key, const at::Tensor& value, c
               ": key and value, and k_cache and v_cache, must have the same shapes (key ", key.sizes(), ", value ",
               value.sizes(), ", k_cache ", k_cache.sizes(), ", v_cache ", v_cache.sizes(), ")");
   check_rotary(op, "key", key, cos, sin);
+  at::Tensor weight;
+  const eo::core::RowNorm norm = row_norm(op, key, norm_weight, norm_eps, weight);
   TORCH_CHECK(out.scalar_type() == at::kLong, op, ": out must be int64");
   out.resize_({1});
   const at::Tensor k = last_dim_contiguous(key);
@@ -237,27 +258,28 @@ at::Tensor& rope_kv_update_out(const at::Tensor& key, const at::Tensor& value, c
                                 c.const_data_ptr<float>(), n.const_data_ptr<float>(),
                                 c.size(0) == 1 ? 0 : c.stride(0), k_cache.mutable_data_ptr<float>(),
                                 strides3(k_cache), v_cache.mutable_data_ptr<float>(), strides3(v_cache), k.size(0),
-                                k.size(1), k.size(2), k.size(3), k_cache.size(1), start_pos);
+                                k.size(1), k.size(2), k.size(3), k_cache.size(1), start_pos, norm);
   out.mutable_data_ptr<int64_t>()[0] = start_pos + key.size(1);
   return out;
 }
 
 at::Tensor rope_kv_update(const at::Tensor& key, const at::Tensor& value, const at::Tensor& cos,
-                          const at::Tensor& sin, at::Tensor& k_cache, at::Tensor& v_cache, int64_t start_pos) {
+                          const at::Tensor& sin, at::Tensor& k_cache, at::Tensor& v_cache, int64_t start_pos,
+                          const std::optional<at::Tensor>& norm_weight, double norm_eps) {
   at::Tensor out = at::empty({1}, key.options().dtype(at::kLong));
-  rope_kv_update_out(key, value, cos, sin, k_cache, v_cache, start_pos, out);
+  rope_kv_update_out(key, value, cos, sin, k_cache, v_cache, start_pos, norm_weight, norm_eps, out);
   return out;
 }
 
 at::Tensor rope_kv_update_meta(const at::Tensor& key, const at::Tensor& value, const at::Tensor& cos,
                                const at::Tensor& sin, at::Tensor& k_cache, at::Tensor& v_cache,
-                               c10::SymInt start_pos) {
+                               c10::SymInt start_pos, const std::optional<at::Tensor>& norm_weight, double norm_eps) {
   return ring_update_cache_meta(key, k_cache, start_pos);
 }
 
 at::Tensor& rope_kv_update_out_meta(const at::Tensor& key, const at::Tensor& value, const at::Tensor& cos,
                                     const at::Tensor& sin, at::Tensor& k_cache, at::Tensor& v_cache,
-                                    c10::SymInt start_pos, at::Tensor& out) {
+                                    c10::SymInt start_pos, const std::optional<at::Tensor>& norm_weight, double norm_eps, at::Tensor& out) {
   out.resize_({1});
   return out;
 }

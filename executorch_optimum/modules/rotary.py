@@ -13,7 +13,9 @@ bits), those transposes meet in pairs that `CancelPermutePairsPass` removes: few
 operators per layer. With our kernels (`defer_rotary`), the query and the key are handed on
 unrotated: `eo::rope_ring_sdpa` rotates the query and `eo::rope_kv_update` the key as it
 enters the cache (~6 operators fewer per layer for each); the tables go through
-caches/deferred_rotary.py. The swaps last only while the model is traced.
+caches/deferred_rotary.py. Qwen3's per-head q_norm / k_norm, applied right before rotary, go
+the same way (`deferred_head_norms`): the ops normalise each row before rotating it, in
+place of 5 XNNPACK operators for each norm. The swaps last only while the model is traced.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ from __future__ import annotations
 import inspect
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 
 import torch
 
-from executorch_optimum.caches.deferred_rotary import KEY_ROTARY, QUERY_ROTARY
+from executorch_optimum.caches.deferred_rotary import KEY_ROTARY, QUERY_ROTARY, DeferredRotary, HeadNorm
 
 
 def rotate_half_matrix(dim: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -136,15 +138,22 @@ class _SequenceMajorRotary:
         bound.apply_defaults()
         params = bound.arguments
         q, k = params["q"], params["k"]
-        if params["unsqueeze_dim"] != 1 or q.dim() != 4 or k.dim() != 4:
-            return self.original(*args, **kwargs)
+        q_norm, k_norm = QUERY_ROTARY.take_norm(), KEY_ROTARY.take_norm()
         cos, sin = params["cos"], params["sin"]
+        batch_major = params["unsqueeze_dim"] == 1 and q.dim() == 4 and k.dim() == 4
+        full_width = cos.dim() == 3 and cos.shape[-1] == q.shape[-1] == k.shape[-1]
+        if self.defer_rotary and batch_major and full_width:
+            QUERY_ROTARY.put(cos, sin, q_norm)
+            KEY_ROTARY.put(cos, sin, k_norm)
+            return q, k
+        # Rotated here: a deferred head norm is applied first, as the model would have.
+        q = q if q_norm is None else q_norm.apply(q)
+        k = k if k_norm is None else k_norm.apply(k)
+        params.update(q=q, k=k)
+        if not batch_major:
+            return self.original(*bound.args, **bound.kwargs)
         params.update(q=q.transpose(1, 2), k=k.transpose(1, 2), unsqueeze_dim=2)
         q_out, k_out = self.original(*bound.args, **bound.kwargs)
-        if self.defer_rotary and cos.dim() == 3 and cos.shape[-1] == q.shape[-1] == k.shape[-1]:
-            QUERY_ROTARY.put(cos, sin)  # q_out and k_out are left unused (the export drops them)
-            KEY_ROTARY.put(cos, sin)
-            return q, k
         return q_out.transpose(1, 2), k_out.transpose(1, 2)
 
 
@@ -156,6 +165,42 @@ def _takes_unsqueeze_dim(function: Callable) -> bool:
     return {"q", "k", "unsqueeze_dim"} <= set(params)
 
 
+# Norm classes computing `weight * (x * rsqrt(mean(x^2, -1) + variance_epsilon))` in float32.
+_FUSABLE_HEAD_NORMS = frozenset({"Qwen3RMSNorm", "Qwen3MoeRMSNorm"})
+_HEAD_NORMS = {"q_norm": QUERY_ROTARY, "k_norm": KEY_ROTARY}
+
+
+def _deferring_forward(norm: torch.nn.Module, slot: DeferredRotary) -> Callable[[torch.Tensor], torch.Tensor]:
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        slot.put_norm(HeadNorm(norm.weight, float(norm.variance_epsilon)))
+        return x
+
+    return forward
+
+
+@contextmanager
+def deferred_head_norms(model: torch.nn.Module) -> Iterator[None]:
+    """Within the block, the fp32 q_norm / k_norm of `model`'s attention modules (see
+    `_FUSABLE_HEAD_NORMS`) leave their input as it is and hand their weight to the rotary that
+    follows them (see module doc)."""
+    patched = []
+    try:
+        for module in model.modules():
+            for name, slot in _HEAD_NORMS.items():
+                norm = getattr(module, name, None)
+                weight = getattr(norm, "weight", None)
+                if (
+                    type(norm).__name__ in _FUSABLE_HEAD_NORMS
+                    and getattr(weight, "dtype", None) == torch.float32
+                ):
+                    norm.forward = _deferring_forward(norm, slot)
+                    patched.append(norm)
+        yield
+    finally:
+        for norm in patched:
+            del norm.forward
+
+
 @contextmanager
 def sequence_major_rotary(model: torch.nn.Module, defer_rotary: bool = False) -> Iterator[None]:
     """Within the block, the model's `apply_rotary_pos_emb` (the transformers signature with
@@ -164,7 +209,7 @@ def sequence_major_rotary(model: torch.nn.Module, defer_rotary: bool = False) ->
     eo::rope_ring_sdpa)."""
     patched = []
     for deferred in (QUERY_ROTARY, KEY_ROTARY):
-        deferred.take()
+        deferred.clear()
     try:
         for module in _modeling_modules(model, "apply_rotary_pos_emb"):
             original = module.apply_rotary_pos_emb
@@ -172,13 +217,16 @@ def sequence_major_rotary(model: torch.nn.Module, defer_rotary: bool = False) ->
                 continue
             module.apply_rotary_pos_emb = _SequenceMajorRotary(original, defer_rotary)
             patched.append((module, original))
-        yield
+        with deferred_head_norms(model) if defer_rotary else nullcontext():
+            yield
         for deferred in (KEY_ROTARY, QUERY_ROTARY):
             if deferred.take() is not None:
                 raise RuntimeError(deferred.unused_message())
+            if deferred.take_norm() is not None:
+                raise RuntimeError(f"a {deferred.what}'s head norm was never applied: no rotary followed it")
     finally:
         for deferred in (QUERY_ROTARY, KEY_ROTARY):
-            deferred.take()
+            deferred.clear()
         for module, original in reversed(patched):
             module.apply_rotary_pos_emb = original
 

@@ -111,8 +111,11 @@ def make_attention(
             limit = NO_WINDOW if window is None else window
             cap = float(softcap or 0.0)
             if query_rotary is not None:
-                cos, sin = query_rotary
-                return torch.ops.eo.rope_ring_sdpa(q, cos, sin, key, value, start, limit, scale, cap), None
+                cos, sin, _ = query_rotary
+                out = torch.ops.eo.rope_ring_sdpa(
+                    q, cos, sin, key, value, start, limit, scale, cap, *query_rotary.op_args()
+                )
+                return out, None
             return torch.ops.eo.ring_sdpa(q, key, value, start, limit, scale, cap), None
         if query_rotary is not None:
             raise RuntimeError("this layer's attention cannot rotate its query (only eo::rope_ring_sdpa can)")

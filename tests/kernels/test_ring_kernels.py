@@ -389,6 +389,67 @@ def test_rope_kv_update_is_transformers_rotary_then_ring_update(table_batch, seq
     assert not torch.allclose(k_cache, unrotated)
 
 
+def _head_norm(dim: int) -> torch.nn.Module:
+    """transformers' Qwen3 q/k norm with a random weight: the reference for the fused norm."""
+    from transformers.models.qwen3.modeling_qwen3 import Qwen3RMSNorm
+
+    norm = Qwen3RMSNorm(dim, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(dim) * 2.0 - 0.5)
+    return norm
+
+
+def test_rope_ops_with_a_norm_weight_normalise_each_row_first():
+    """With `norm_weight, norm_eps`, rope_ring_sdpa and rope_kv_update equal Qwen3's RMSNorm
+    (transformers' module) then rotary then the plain op, for strided rows."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    kernels.load_torch_ops()
+    torch.manual_seed(0)
+    batch, seq, q_heads, kv_heads, dim, capacity, start = 2, 5, 4, 2, 16, 12, 3
+    q = torch.randn(batch, q_heads, seq, dim).transpose(1, 2) * 3.0  # [B, S, H, D], strided
+    key = torch.randn(batch, kv_heads, seq, dim).transpose(1, 2) * 3.0
+    value = torch.randn(batch, seq, kv_heads, dim)
+    angles = torch.rand(1, seq, dim // 2) * 6.0
+    cos, sin = torch.cat([angles, angles], -1).cos(), torch.cat([angles, angles], -1).sin()
+    q_norm, k_norm = _head_norm(dim), _head_norm(dim)
+    k_cache, v_cache = (
+        torch.randn(batch, capacity, kv_heads, dim),
+        torch.randn(batch, capacity, kv_heads, dim),
+    )
+    want_k, want_v = k_cache.clone(), v_cache.clone()
+    with torch.no_grad():
+        end = torch.ops.eo.rope_kv_update(key, value, cos, sin, k_cache, v_cache, start, k_norm.weight, 1e-5)
+        rotated_k, _ = apply_rotary_pos_emb(k_norm(key), key, cos, sin, unsqueeze_dim=2)
+        torch.ops.eo.ring_update_cache(rotated_k, want_k, start)
+        torch.ops.eo.ring_update_cache(value, want_v, start)
+        assert end.tolist() == [start + seq]
+        torch.testing.assert_close(k_cache, want_k, rtol=1e-5, atol=1e-5)
+        assert torch.equal(v_cache, want_v)
+
+        got = torch.ops.eo.rope_ring_sdpa(
+            q, cos, sin, k_cache, v_cache, start, 6, 0.25, 0.0, q_norm.weight, 1e-5
+        )
+        rotated_q, _ = apply_rotary_pos_emb(q_norm(q), q, cos, sin, unsqueeze_dim=2)
+        want = torch.ops.eo.ring_sdpa(rotated_q, k_cache, v_cache, start, 6, 0.25, 0.0)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        unnormed = torch.ops.eo.rope_ring_sdpa(q, cos, sin, k_cache, v_cache, start, 6, 0.25, 0.0)
+        assert not torch.allclose(got, unnormed, rtol=1e-3, atol=1e-3)
+
+
+def test_rope_ops_reject_a_norm_weight_that_does_not_fit():
+    kernels.load_torch_ops()
+    rows, cache, table = torch.randn(1, 2, 2, 8), torch.zeros(1, 4, 2, 8), torch.ones(1, 2, 8)
+    with pytest.raises(RuntimeError, match="head_dim elements"):
+        torch.ops.eo.rope_ring_sdpa(rows, table, table, cache, cache, 0, 0, 1.0, 0.0, torch.ones(4), 1e-6)
+    with pytest.raises(RuntimeError, match="head_dim elements"):
+        torch.ops.eo.rope_kv_update(rows, rows, table, table, cache, cache.clone(), 0, torch.ones(2, 4), 1e-6)
+    with pytest.raises(RuntimeError, match="float32"):
+        torch.ops.eo.rope_kv_update(
+            rows, rows, table, table, cache, cache.clone(), 0, torch.ones(8).double(), 1e-6
+        )
+
+
 def test_rope_kv_update_rejects_bad_arguments():
     kernels.load_torch_ops()
     key, cache, table = torch.randn(1, 2, 2, 8), torch.zeros(1, 4, 2, 8), torch.randn(1, 2, 8)

@@ -108,3 +108,36 @@ def test_pte_full_attention_on_native_kernels_matches_eager(tmp_path):
         _native_module(model, FULL_PROMPT), tmp_path, prompt, FULL_STEPS, FULL_PROMPT, want.tokens
     )
     assert_same_run(got, want)
+
+
+def _qwen3_with_head_norm_weights():
+    """A Qwen3 whose q_norm / k_norm weights are not ones (random init leaves them at 1)."""
+    model, prompt, _ = _full_case("qwen3")
+    with torch.no_grad():
+        for layer in model.model.layers:
+            for norm in (layer.self_attn.q_norm, layer.self_attn.k_norm):
+                norm.weight.copy_(torch.rand(norm.weight.shape) * 1.5 + 0.25)
+    return model, prompt, eager_trace(model, prompt, FULL_STEPS)
+
+
+def test_qwen3_head_norms_fuse_into_the_rope_ops(tmp_path):
+    """Qwen3's q_norm / k_norm reach eo::rope_ring_sdpa / eo::rope_kv_update as their weights:
+    no per-head norm is left in the graph, and the exported program and the .pte match eager."""
+    model, prompt, want = _qwen3_with_head_norm_weights()
+    layers = model.config.num_hidden_layers
+    module = _native_module(model, FULL_PROMPT)
+    program = module.export()["forward"]
+    rope_ops = [
+        n
+        for n in program.graph.nodes
+        if str(n.target) in {"eo.rope_ring_sdpa.default", "eo.rope_kv_update.default"}
+    ]
+    assert len(rope_ops) == 2 * layers
+    assert all(isinstance(n.args[-2], torch.fx.Node) and n.args[-2].op == "placeholder" for n in rope_ops)
+    # Left: the two norms of each layer and the final one (the head norms were 2 more per layer).
+    rsqrts = [n for n in program.graph.nodes if str(n.target) == "aten.rsqrt.default"]
+    assert len(rsqrts) == 2 * layers + 1
+    got = program_trace(program.module(), prompt, FULL_STEPS, chunk=FULL_PROMPT, forced=want.tokens)
+    assert_same_run(got, want)
+    got = _pte_trace(module, tmp_path, prompt, FULL_STEPS, FULL_PROMPT, want.tokens)
+    assert_same_run(got, want)

@@ -3,6 +3,7 @@
 // place of ~6 XNNPACK operators per layer for each.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -42,27 +43,64 @@ inline void rotate_row(const float* __restrict x, const float* __restrict c, con
   }
 }
 
+// RMS norm over each row before it is rotated (Qwen3's q_norm / k_norm, applied by the model
+// right before rotary): x * rsqrt(mean(x^2) + eps) * weight. `weight` null = no norm.
+struct RowNorm {
+  const float* weight = nullptr;
+  float eps = 0.0f;
+};
+
+// nullptr when a norm weight of `weight_numel` elements fits rows of head dim `head_dim`.
+inline const char* check_row_norm(int64_t weight_dims, int64_t weight_numel, int64_t head_dim) {
+  if (weight_dims != 1 || weight_numel != head_dim) {
+    return "the norm weight must be 1-D with head_dim elements";
+  }
+  if (head_dim > kMaxHeadDim) {
+    return "the head dim is too large for a fused norm";
+  }
+  return nullptr;
+}
+
+// o = rotate_row(norm(x)) for one row of D elements.
+inline void norm_rotate_row(const float* x, const float* c, const float* n, int64_t D, RowNorm norm, float* o) {
+  if (norm.weight == nullptr) {
+    rotate_row(x, c, n, D / 2, o);
+    return;
+  }
+  float squares = 0.0f;
+  for (int64_t i = 0; i < D; ++i) {
+    squares += x[i] * x[i];
+  }
+  const float inv = 1.0f / std::sqrt(squares / static_cast<float>(D) + norm.eps);
+  float normed[kMaxHeadDim];
+  for (int64_t i = 0; i < D; ++i) {
+    normed[i] = norm.weight[i] * (x[i] * inv);
+  }
+  rotate_row(normed, c, n, D / 2, o);
+}
+
 // out[b, s, h] = rotate_row(q[b, s, h]) with the tables' row (b, s); cos/sin rows are contiguous,
 // `table_b` is their batch stride (0 when shared); out is contiguous [B, S, H, D].
+// With `norm`, each row is normalised first (norm_rotate_row).
 inline void rotate_queries(const float* q, Strides3 qs, const float* cos, const float* sin, int64_t table_b, int64_t B,
-                           int64_t S, int64_t H, int64_t D, float* out) {
+                           int64_t S, int64_t H, int64_t D, RowNorm norm, float* out) {
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t s = 0; s < S; ++s) {
       const float* c = cos + b * table_b + s * D;
       const float* n = sin + b * table_b + s * D;
       for (int64_t h = 0; h < H; ++h) {
-        rotate_row(q + b * qs.b + s * qs.s + h * qs.h, c, n, D / 2, out + ((b * S + s) * H + h) * D);
+        norm_rotate_row(q + b * qs.b + s * qs.s + h * qs.h, c, n, D, norm, out + ((b * S + s) * H + h) * D);
       }
     }
   }
 }
 
-// ring_update_cache of the keys rotated as rotate_queries does (tables as there) and of the
+// ring_update_cache of the keys (normalised and) rotated as rotate_queries does (tables as there) and of the
 // values as they are, in one pass: key and value [B, S, H, D], caches [B, C, H, D].
 inline void ring_update_rotated(const float* key, Strides3 ks, const float* value, Strides3 vs, const float* cos,
                                 const float* sin, int64_t table_b, float* k_cache, Strides3 kcs, float* v_cache,
                                 Strides3 vcs, int64_t B, int64_t S, int64_t H, int64_t D, int64_t C,
-                                int64_t start_pos) {
+                                int64_t start_pos, RowNorm norm) {
   const int64_t first = S > C ? S - C : 0;  // rows a later row of this call overwrites are skipped
   const std::size_t row_bytes = static_cast<std::size_t>(D) * sizeof(float);
   for (int64_t b = 0; b < B; ++b) {
@@ -71,7 +109,8 @@ inline void ring_update_rotated(const float* key, Strides3 ks, const float* valu
       const float* c = cos + b * table_b + i * D;
       const float* n = sin + b * table_b + i * D;
       for (int64_t h = 0; h < H; ++h) {
-        rotate_row(key + b * ks.b + i * ks.s + h * ks.h, c, n, D / 2, k_cache + b * kcs.b + slot * kcs.s + h * kcs.h);
+        norm_rotate_row(key + b * ks.b + i * ks.s + h * ks.h, c, n, D, norm,
+                        k_cache + b * kcs.b + slot * kcs.s + h * kcs.h);
         std::memcpy(v_cache + b * vcs.b + slot * vcs.s + h * vcs.h, value + b * vs.b + i * vs.s + h * vs.h,
                     row_bytes);
       }

@@ -28,16 +28,18 @@ inline constexpr OpSchema kOpSchemas[] = {
      "float scale, float softcap, *, Tensor(a!) out) -> Tensor(a!)"},
     {"eo::rope_ring_sdpa",
      "rope_ring_sdpa(Tensor query, Tensor cos, Tensor sin, Tensor k_cache, Tensor v_cache, SymInt start_pos, "
-     "int window, float scale, float softcap) -> Tensor"},
+     "int window, float scale, float softcap, Tensor? norm_weight=None, float norm_eps=0.) -> Tensor"},
     {"eo::rope_ring_sdpa.out",
      "rope_ring_sdpa.out(Tensor query, Tensor cos, Tensor sin, Tensor k_cache, Tensor v_cache, SymInt "
-     "start_pos, int window, float scale, float softcap, *, Tensor(a!) out) -> Tensor(a!)"},
+     "start_pos, int window, float scale, float softcap, Tensor? norm_weight=None, float norm_eps=0., *, "
+     "Tensor(a!) out) -> Tensor(a!)"},
     {"eo::rope_kv_update",
      "rope_kv_update(Tensor key, Tensor value, Tensor cos, Tensor sin, Tensor(a!) k_cache, Tensor(b!) v_cache, "
-     "SymInt start_pos) -> Tensor"},
+     "SymInt start_pos, Tensor? norm_weight=None, float norm_eps=0.) -> Tensor"},
     {"eo::rope_kv_update.out",
      "rope_kv_update.out(Tensor key, Tensor value, Tensor cos, Tensor sin, Tensor(a!) k_cache, Tensor(b!) "
-     "v_cache, SymInt start_pos, *, Tensor(c!) out) -> Tensor(c!)"},
+     "v_cache, SymInt start_pos, Tensor? norm_weight=None, float norm_eps=0., *, Tensor(c!) out) -> "
+     "Tensor(c!)"},
 };
 
 }  // namespace eo::core
