@@ -27,13 +27,18 @@ class HeadNorm(NamedTuple):
 
 
 class RotaryTables(NamedTuple):
+    """A deferred tensor's rotary tables [B, S, D], and the head norm to apply before them."""
+
     cos: torch.Tensor
     sin: torch.Tensor
     norm: HeadNorm | None = None
 
-    def op_args(self) -> tuple:
-        """The trailing `norm_weight, norm_eps` arguments of our rope ops."""
-        return (None, 0.0) if self.norm is None else (self.norm.weight, self.norm.eps)
+    def op(self, name: str) -> tuple[object, tuple]:
+        """Our op `eo::<name>` (`rope_ring_sdpa`, `rope_kv_update`) for these tables, and the
+        arguments that follow its own: its `norm_` variant and the norm's when there is one."""
+        if self.norm is None:
+            return getattr(torch.ops.eo, name), ()
+        return getattr(torch.ops.eo, f"norm_{name}"), (self.norm.weight, self.norm.eps)
 
 
 class DeferredRotary:

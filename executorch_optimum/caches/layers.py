@@ -95,9 +95,8 @@ def _write_rotated_keys(
 
     kernels.load_torch_ops()
     key, value = _to_storage_layout(key_states), _to_storage_layout(value_states)
-    torch.ops.eo.rope_kv_update(
-        key, value, tables.cos, tables.sin, storage.k_cache, storage.v_cache, start, *tables.op_args()
-    )
+    op, norm_args = tables.op("rope_kv_update")
+    op(key, value, tables.cos, tables.sin, storage.k_cache, storage.v_cache, start, *norm_args)
     return True
 
 

@@ -21,6 +21,9 @@ Ops (schemas in core/schemas.h; layout [batch, seq, heads, head_dim], float32):
 - ``eo::rope_kv_update(key, value, cos, sin, k_cache(a!), v_cache(b!), start_pos) -> int64 [1]``:
   ring_update_cache of the key rotated the same way and of the value, in one call (no rotary
   operators for keys either).
+- ``eo::norm_rope_ring_sdpa`` / ``eo::norm_rope_kv_update``: the same with trailing
+  ``norm_weight [D], norm_eps``: each row is first normalised,
+  ``norm_weight * (x * rsqrt(mean(x^2) + norm_eps))`` (Qwen3's q_norm / k_norm).
 
 Each has an ``.out`` overload (the ExecuTorch kernel). With C = max context and window <= 0
 (or >= C), ring_sdpa over a ring that never wraps is exact causal attention (full layers).

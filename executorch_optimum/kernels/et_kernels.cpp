@@ -177,7 +177,7 @@ const char* row_norm(const Tensor& rows, const executorch::aten::optional<Tensor
 
 // ---- rope_ring_sdpa --------------------------------------------------------------------------
 
-Tensor& rope_ring_sdpa_out(KernelRuntimeContext& ctx, const Tensor& query, const Tensor& cos, const Tensor& sin,
+Tensor& any_rope_ring_sdpa_out(KernelRuntimeContext& ctx, const Tensor& query, const Tensor& cos, const Tensor& sin,
                            const Tensor& k_cache, const Tensor& v_cache, int64_t start_pos, int64_t window,
                            double scale, double softcap, const executorch::aten::optional<Tensor>& norm_weight, double norm_eps, Tensor& out) {
   const char* op = "eo::rope_ring_sdpa";
@@ -204,7 +204,7 @@ Tensor& rope_ring_sdpa_out(KernelRuntimeContext& ctx, const Tensor& query, const
 
 // ---- rope_kv_update --------------------------------------------------------------------------
 
-Tensor& rope_kv_update_out(KernelRuntimeContext& ctx, const Tensor& key, const Tensor& value, const Tensor& cos,
+Tensor& any_rope_kv_update_out(KernelRuntimeContext& ctx, const Tensor& key, const Tensor& value, const Tensor& cos,
                            const Tensor& sin, Tensor& k_cache, Tensor& v_cache, int64_t start_pos, const executorch::aten::optional<Tensor>& norm_weight, double norm_eps,
                            Tensor& out) {
   const char* op = "eo::rope_kv_update";
@@ -243,6 +243,35 @@ Tensor& rope_kv_update_out(KernelRuntimeContext& ctx, const Tensor& key, const T
   return out;
 }
 
+// eo::rope_* without a norm, eo::norm_rope_* with one (see schemas.h for why two ops).
+Tensor& rope_ring_sdpa_out(KernelRuntimeContext& ctx, const Tensor& query, const Tensor& cos, const Tensor& sin,
+                           const Tensor& k_cache, const Tensor& v_cache, int64_t start_pos, int64_t window,
+                           double scale, double softcap, Tensor& out) {
+  return any_rope_ring_sdpa_out(ctx, query, cos, sin, k_cache, v_cache, start_pos, window, scale, softcap,
+                                executorch::aten::nullopt, 0.0, out);
+}
+
+Tensor& norm_rope_ring_sdpa_out(KernelRuntimeContext& ctx, const Tensor& query, const Tensor& cos, const Tensor& sin,
+                                const Tensor& k_cache, const Tensor& v_cache, int64_t start_pos, int64_t window,
+                                double scale, double softcap, const Tensor& norm_weight, double norm_eps,
+                                Tensor& out) {
+  return any_rope_ring_sdpa_out(ctx, query, cos, sin, k_cache, v_cache, start_pos, window, scale, softcap,
+                                executorch::aten::optional<Tensor>(norm_weight), norm_eps, out);
+}
+
+Tensor& rope_kv_update_out(KernelRuntimeContext& ctx, const Tensor& key, const Tensor& value, const Tensor& cos,
+                           const Tensor& sin, Tensor& k_cache, Tensor& v_cache, int64_t start_pos, Tensor& out) {
+  return any_rope_kv_update_out(ctx, key, value, cos, sin, k_cache, v_cache, start_pos, executorch::aten::nullopt,
+                                0.0, out);
+}
+
+Tensor& norm_rope_kv_update_out(KernelRuntimeContext& ctx, const Tensor& key, const Tensor& value, const Tensor& cos,
+                                const Tensor& sin, Tensor& k_cache, Tensor& v_cache, int64_t start_pos,
+                                const Tensor& norm_weight, double norm_eps, Tensor& out) {
+  return any_rope_kv_update_out(ctx, key, value, cos, sin, k_cache, v_cache, start_pos,
+                                executorch::aten::optional<Tensor>(norm_weight), norm_eps, out);
+}
+
 }  // namespace
 
 EXECUTORCH_LIBRARY(eo, "scaled_add.out", scaled_add_out);
@@ -250,3 +279,5 @@ EXECUTORCH_LIBRARY(eo, "ring_update_cache.out", ring_update_cache_out);
 EXECUTORCH_LIBRARY(eo, "ring_sdpa.out", ring_sdpa_out);
 EXECUTORCH_LIBRARY(eo, "rope_ring_sdpa.out", rope_ring_sdpa_out);
 EXECUTORCH_LIBRARY(eo, "rope_kv_update.out", rope_kv_update_out);
+EXECUTORCH_LIBRARY(eo, "norm_rope_ring_sdpa.out", norm_rope_ring_sdpa_out);
+EXECUTORCH_LIBRARY(eo, "norm_rope_kv_update.out", norm_rope_kv_update_out);

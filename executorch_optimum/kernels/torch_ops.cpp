@@ -195,7 +195,7 @@ eo::core::RowNorm row_norm(const char* op, const at::Tensor& rows, const std::op
   return {keep.const_data_ptr<float>(), static_cast<float>(eps)};
 }
 
-at::Tensor& rope_ring_sdpa_out(const at::Tensor& query, const at::Tensor& cos, const at::Tensor& sin,
+at::Tensor& any_rope_ring_sdpa_out(const at::Tensor& query, const at::Tensor& cos, const at::Tensor& sin,
                                const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start_pos,
                                int64_t window, double scale, double softcap, const std::optional<at::Tensor>& norm_weight, double norm_eps,
                                at::Tensor& out) {
@@ -213,30 +213,17 @@ at::Tensor& rope_ring_sdpa_out(const at::Tensor& query, const at::Tensor& cos, c
   return ring_sdpa_out(rotated, k_cache, v_cache, start_pos, window, scale, softcap, out);
 }
 
-at::Tensor rope_ring_sdpa(const at::Tensor& query, const at::Tensor& cos, const at::Tensor& sin,
+at::Tensor any_rope_ring_sdpa(const at::Tensor& query, const at::Tensor& cos, const at::Tensor& sin,
                           const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start_pos, int64_t window,
                           double scale, double softcap, const std::optional<at::Tensor>& norm_weight, double norm_eps) {
   at::Tensor out = at::empty(query.sizes(), query.options().memory_format(at::MemoryFormat::Contiguous));
-  rope_ring_sdpa_out(query, cos, sin, k_cache, v_cache, start_pos, window, scale, softcap, norm_weight, norm_eps, out);
+  any_rope_ring_sdpa_out(query, cos, sin, k_cache, v_cache, start_pos, window, scale, softcap, norm_weight, norm_eps, out);
   return out;
-}
-
-at::Tensor rope_ring_sdpa_meta(const at::Tensor& query, const at::Tensor& cos, const at::Tensor& sin,
-                               const at::Tensor& k_cache, const at::Tensor& v_cache, c10::SymInt start_pos,
-                               int64_t window, double scale, double softcap, const std::optional<at::Tensor>& norm_weight, double norm_eps) {
-  return ring_sdpa_meta(query, k_cache, v_cache, start_pos, window, scale, softcap);
-}
-
-at::Tensor& rope_ring_sdpa_out_meta(const at::Tensor& query, const at::Tensor& cos, const at::Tensor& sin,
-                                    const at::Tensor& k_cache, const at::Tensor& v_cache, c10::SymInt start_pos,
-                                    int64_t window, double scale, double softcap, const std::optional<at::Tensor>& norm_weight, double norm_eps,
-                                    at::Tensor& out) {
-  return ring_sdpa_out_meta(query, k_cache, v_cache, start_pos, window, scale, softcap, out);
 }
 
 // ---- rope_kv_update --------------------------------------------------------------------------
 
-at::Tensor& rope_kv_update_out(const at::Tensor& key, const at::Tensor& value, const at::Tensor& cos,
+at::Tensor& any_rope_kv_update_out(const at::Tensor& key, const at::Tensor& value, const at::Tensor& cos,
                                const at::Tensor& sin, at::Tensor& k_cache, at::Tensor& v_cache, int64_t start_pos,
                                const std::optional<at::Tensor>& norm_weight, double norm_eps, at::Tensor& out) {
   const char* op = "eo::rope_kv_update";
@@ -263,23 +250,116 @@ at::Tensor& rope_kv_update_out(const at::Tensor& key, const at::Tensor& value, c
   return out;
 }
 
-at::Tensor rope_kv_update(const at::Tensor& key, const at::Tensor& value, const at::Tensor& cos,
+at::Tensor any_rope_kv_update(const at::Tensor& key, const at::Tensor& value, const at::Tensor& cos,
                           const at::Tensor& sin, at::Tensor& k_cache, at::Tensor& v_cache, int64_t start_pos,
                           const std::optional<at::Tensor>& norm_weight, double norm_eps) {
   at::Tensor out = at::empty({1}, key.options().dtype(at::kLong));
-  rope_kv_update_out(key, value, cos, sin, k_cache, v_cache, start_pos, norm_weight, norm_eps, out);
+  any_rope_kv_update_out(key, value, cos, sin, k_cache, v_cache, start_pos, norm_weight, norm_eps, out);
   return out;
+}
+
+// ---- the registered signatures over the implementations above ------------------------------
+// eo::rope_* without a norm, eo::norm_rope_* with one (see schemas.h for why two ops).
+
+at::Tensor& rope_ring_sdpa_out(const at::Tensor& q, const at::Tensor& cos, const at::Tensor& sin,
+                               const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start_pos, int64_t window,
+                               double scale, double softcap, at::Tensor& out) {
+  return any_rope_ring_sdpa_out(q, cos, sin, k_cache, v_cache, start_pos, window, scale, softcap, std::nullopt, 0.0,
+                                out);
+}
+
+at::Tensor rope_ring_sdpa(const at::Tensor& q, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& k_cache,
+                          const at::Tensor& v_cache, int64_t start_pos, int64_t window, double scale, double softcap) {
+  return any_rope_ring_sdpa(q, cos, sin, k_cache, v_cache, start_pos, window, scale, softcap, std::nullopt, 0.0);
+}
+
+at::Tensor& norm_rope_ring_sdpa_out(const at::Tensor& q, const at::Tensor& cos, const at::Tensor& sin,
+                                    const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start_pos,
+                                    int64_t window, double scale, double softcap, const at::Tensor& norm_weight,
+                                    double norm_eps, at::Tensor& out) {
+  return any_rope_ring_sdpa_out(q, cos, sin, k_cache, v_cache, start_pos, window, scale, softcap, norm_weight,
+                                norm_eps, out);
+}
+
+at::Tensor norm_rope_ring_sdpa(const at::Tensor& q, const at::Tensor& cos, const at::Tensor& sin,
+                               const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start_pos, int64_t window,
+                               double scale, double softcap, const at::Tensor& norm_weight, double norm_eps) {
+  return any_rope_ring_sdpa(q, cos, sin, k_cache, v_cache, start_pos, window, scale, softcap, norm_weight, norm_eps);
+}
+
+at::Tensor rope_ring_sdpa_meta(const at::Tensor& q, const at::Tensor& cos, const at::Tensor& sin,
+                               const at::Tensor& k_cache, const at::Tensor& v_cache, c10::SymInt start_pos,
+                               int64_t window, double scale, double softcap) {
+  return ring_sdpa_meta(q, k_cache, v_cache, start_pos, window, scale, softcap);
+}
+
+at::Tensor& rope_ring_sdpa_out_meta(const at::Tensor& q, const at::Tensor& cos, const at::Tensor& sin,
+                                    const at::Tensor& k_cache, const at::Tensor& v_cache, c10::SymInt start_pos,
+                                    int64_t window, double scale, double softcap, at::Tensor& out) {
+  return ring_sdpa_out_meta(q, k_cache, v_cache, start_pos, window, scale, softcap, out);
+}
+
+at::Tensor norm_rope_ring_sdpa_meta(const at::Tensor& q, const at::Tensor& cos, const at::Tensor& sin,
+                                    const at::Tensor& k_cache, const at::Tensor& v_cache, c10::SymInt start_pos,
+                                    int64_t window, double scale, double softcap, const at::Tensor& norm_weight,
+                                    double norm_eps) {
+  return ring_sdpa_meta(q, k_cache, v_cache, start_pos, window, scale, softcap);
+}
+
+at::Tensor& norm_rope_ring_sdpa_out_meta(const at::Tensor& q, const at::Tensor& cos, const at::Tensor& sin,
+                                         const at::Tensor& k_cache, const at::Tensor& v_cache, c10::SymInt start_pos,
+                                         int64_t window, double scale, double softcap, const at::Tensor& norm_weight,
+                                         double norm_eps, at::Tensor& out) {
+  return ring_sdpa_out_meta(q, k_cache, v_cache, start_pos, window, scale, softcap, out);
+}
+
+at::Tensor& rope_kv_update_out(const at::Tensor& key, const at::Tensor& value, const at::Tensor& cos,
+                               const at::Tensor& sin, at::Tensor& k_cache, at::Tensor& v_cache, int64_t start_pos,
+                               at::Tensor& out) {
+  return any_rope_kv_update_out(key, value, cos, sin, k_cache, v_cache, start_pos, std::nullopt, 0.0, out);
+}
+
+at::Tensor rope_kv_update(const at::Tensor& key, const at::Tensor& value, const at::Tensor& cos, const at::Tensor& sin,
+                          at::Tensor& k_cache, at::Tensor& v_cache, int64_t start_pos) {
+  return any_rope_kv_update(key, value, cos, sin, k_cache, v_cache, start_pos, std::nullopt, 0.0);
+}
+
+at::Tensor& norm_rope_kv_update_out(const at::Tensor& key, const at::Tensor& value, const at::Tensor& cos,
+                                    const at::Tensor& sin, at::Tensor& k_cache, at::Tensor& v_cache,
+                                    int64_t start_pos, const at::Tensor& norm_weight, double norm_eps,
+                                    at::Tensor& out) {
+  return any_rope_kv_update_out(key, value, cos, sin, k_cache, v_cache, start_pos, norm_weight, norm_eps, out);
+}
+
+at::Tensor norm_rope_kv_update(const at::Tensor& key, const at::Tensor& value, const at::Tensor& cos,
+                               const at::Tensor& sin, at::Tensor& k_cache, at::Tensor& v_cache, int64_t start_pos,
+                               const at::Tensor& norm_weight, double norm_eps) {
+  return any_rope_kv_update(key, value, cos, sin, k_cache, v_cache, start_pos, norm_weight, norm_eps);
 }
 
 at::Tensor rope_kv_update_meta(const at::Tensor& key, const at::Tensor& value, const at::Tensor& cos,
                                const at::Tensor& sin, at::Tensor& k_cache, at::Tensor& v_cache,
-                               c10::SymInt start_pos, const std::optional<at::Tensor>& norm_weight, double norm_eps) {
+                               c10::SymInt start_pos) {
   return ring_update_cache_meta(key, k_cache, start_pos);
 }
 
 at::Tensor& rope_kv_update_out_meta(const at::Tensor& key, const at::Tensor& value, const at::Tensor& cos,
                                     const at::Tensor& sin, at::Tensor& k_cache, at::Tensor& v_cache,
-                                    c10::SymInt start_pos, const std::optional<at::Tensor>& norm_weight, double norm_eps, at::Tensor& out) {
+                                    c10::SymInt start_pos, at::Tensor& out) {
+  out.resize_({1});
+  return out;
+}
+
+at::Tensor norm_rope_kv_update_meta(const at::Tensor& key, const at::Tensor& value, const at::Tensor& cos,
+                                    const at::Tensor& sin, at::Tensor& k_cache, at::Tensor& v_cache,
+                                    c10::SymInt start_pos, const at::Tensor& norm_weight, double norm_eps) {
+  return ring_update_cache_meta(key, k_cache, start_pos);
+}
+
+at::Tensor& norm_rope_kv_update_out_meta(const at::Tensor& key, const at::Tensor& value, const at::Tensor& cos,
+                                         const at::Tensor& sin, at::Tensor& k_cache, at::Tensor& v_cache,
+                                         c10::SymInt start_pos, const at::Tensor& norm_weight, double norm_eps,
+                                         at::Tensor& out) {
   out.resize_({1});
   return out;
 }
@@ -303,6 +383,10 @@ TORCH_LIBRARY_IMPL(eo, CPU, m) {
   m.impl("rope_ring_sdpa.out", rope_ring_sdpa_out);
   m.impl("rope_kv_update", rope_kv_update);
   m.impl("rope_kv_update.out", rope_kv_update_out);
+  m.impl("norm_rope_ring_sdpa", norm_rope_ring_sdpa);
+  m.impl("norm_rope_ring_sdpa.out", norm_rope_ring_sdpa_out);
+  m.impl("norm_rope_kv_update", norm_rope_kv_update);
+  m.impl("norm_rope_kv_update.out", norm_rope_kv_update_out);
 }
 
 TORCH_LIBRARY_IMPL(eo, Meta, m) {
@@ -316,4 +400,8 @@ TORCH_LIBRARY_IMPL(eo, Meta, m) {
   m.impl("rope_ring_sdpa.out", TORCH_FN(rope_ring_sdpa_out_meta));
   m.impl("rope_kv_update", TORCH_FN(rope_kv_update_meta));
   m.impl("rope_kv_update.out", TORCH_FN(rope_kv_update_out_meta));
+  m.impl("norm_rope_ring_sdpa", TORCH_FN(norm_rope_ring_sdpa_meta));
+  m.impl("norm_rope_ring_sdpa.out", TORCH_FN(norm_rope_ring_sdpa_out_meta));
+  m.impl("norm_rope_kv_update", TORCH_FN(norm_rope_kv_update_meta));
+  m.impl("norm_rope_kv_update.out", TORCH_FN(norm_rope_kv_update_out_meta));
 }

@@ -14,8 +14,8 @@ operators per layer. With our kernels (`defer_rotary`), the query and the key ar
 unrotated: `eo::rope_ring_sdpa` rotates the query and `eo::rope_kv_update` the key as it
 enters the cache (~6 operators fewer per layer for each); the tables go through
 caches/deferred_rotary.py. Qwen3's per-head q_norm / k_norm, applied right before rotary, go
-the same way (`deferred_head_norms`): the ops normalise each row before rotating it, in
-place of 5 XNNPACK operators for each norm. The swaps last only while the model is traced.
+the same way (`deferred_head_norms`, Gemma 3's too): the ops normalise each row before
+rotating it, in place of 5 XNNPACK operators for each norm. The swaps last only while the model is traced.
 """
 
 from __future__ import annotations
@@ -165,14 +165,23 @@ def _takes_unsqueeze_dim(function: Callable) -> bool:
     return {"q", "k", "unsqueeze_dim"} <= set(params)
 
 
-# Norm classes computing `weight * (x * rsqrt(mean(x^2, -1) + variance_epsilon))` in float32.
-_FUSABLE_HEAD_NORMS = frozenset({"Qwen3RMSNorm", "Qwen3MoeRMSNorm"})
+# Head norm classes computing `scale * (x * rsqrt(mean(x^2, -1) + eps))` in float32: the name of
+# their eps attribute, and whether `scale` is `1 + weight` (Gemma 3) rather than `weight`.
+_FUSABLE_HEAD_NORMS = {
+    "Qwen3RMSNorm": ("variance_epsilon", False),
+    "Qwen3MoeRMSNorm": ("variance_epsilon", False),
+    "Gemma3RMSNorm": ("eps", True),
+}
 _HEAD_NORMS = {"q_norm": QUERY_ROTARY, "k_norm": KEY_ROTARY}
+_SCALE_BUFFER = "eo_head_norm_scale"
 
 
-def _deferring_forward(norm: torch.nn.Module, slot: DeferredRotary) -> Callable[[torch.Tensor], torch.Tensor]:
+def _deferring_forward(norm: torch.nn.Module, slot: DeferredRotary, eps: float, scale: str) -> Callable:
+    """The norm's forward while deferred: its input unchanged, its `scale` (the name of the
+    weight or of a buffer, looked up per call: torch.export swaps both) handed to `slot`."""
+
     def forward(x: torch.Tensor) -> torch.Tensor:
-        slot.put_norm(HeadNorm(norm.weight, float(norm.variance_epsilon)))
+        slot.put_norm(HeadNorm(getattr(norm, scale), eps))
         return x
 
     return forward
@@ -181,24 +190,33 @@ def _deferring_forward(norm: torch.nn.Module, slot: DeferredRotary) -> Callable[
 @contextmanager
 def deferred_head_norms(model: torch.nn.Module) -> Iterator[None]:
     """Within the block, the fp32 q_norm / k_norm of `model`'s attention modules (see
-    `_FUSABLE_HEAD_NORMS`) leave their input as it is and hand their weight to the rotary that
-    follows them (see module doc)."""
+    `_FUSABLE_HEAD_NORMS`) leave their input as it is and hand their scale to the rotary that
+    follows them (see module doc). A `1 + weight` scale is a buffer made for the block."""
     patched = []
     try:
         for module in model.modules():
             for name, slot in _HEAD_NORMS.items():
                 norm = getattr(module, name, None)
-                weight = getattr(norm, "weight", None)
+                form = _FUSABLE_HEAD_NORMS.get(type(norm).__name__)
                 if (
-                    type(norm).__name__ in _FUSABLE_HEAD_NORMS
-                    and getattr(weight, "dtype", None) == torch.float32
+                    form is None
+                    or getattr(norm, "weight", None) is None
+                    or norm.weight.dtype != torch.float32
                 ):
-                    norm.forward = _deferring_forward(norm, slot)
-                    patched.append(norm)
+                    continue
+                eps_attribute, one_plus_weight = form
+                scale = "weight"
+                if one_plus_weight:
+                    norm.register_buffer(_SCALE_BUFFER, 1.0 + norm.weight.detach(), persistent=False)
+                    scale = _SCALE_BUFFER
+                norm.forward = _deferring_forward(norm, slot, float(getattr(norm, eps_attribute)), scale)
+                patched.append(norm)
         yield
     finally:
         for norm in patched:
             del norm.forward
+            if hasattr(norm, _SCALE_BUFFER):
+                delattr(norm, _SCALE_BUFFER)
 
 
 @contextmanager

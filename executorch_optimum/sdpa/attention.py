@@ -111,9 +111,9 @@ def make_attention(
             limit = NO_WINDOW if window is None else window
             cap = float(softcap or 0.0)
             if query_rotary is not None:
-                cos, sin, _ = query_rotary
-                out = torch.ops.eo.rope_ring_sdpa(
-                    q, cos, sin, key, value, start, limit, scale, cap, *query_rotary.op_args()
+                op, norm_args = query_rotary.op("rope_ring_sdpa")
+                out = op(
+                    q, query_rotary.cos, query_rotary.sin, key, value, start, limit, scale, cap, *norm_args
                 )
                 return out, None
             return torch.ops.eo.ring_sdpa(q, key, value, start, limit, scale, cap), None

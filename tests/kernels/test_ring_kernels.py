@@ -399,8 +399,8 @@ def _head_norm(dim: int) -> torch.nn.Module:
     return norm
 
 
-def test_rope_ops_with_a_norm_weight_normalise_each_row_first():
-    """With `norm_weight, norm_eps`, rope_ring_sdpa and rope_kv_update equal Qwen3's RMSNorm
+def test_norm_rope_ops_normalise_each_row_first():
+    """norm_rope_ring_sdpa and norm_rope_kv_update equal Qwen3's RMSNorm
     (transformers' module) then rotary then the plain op, for strided rows."""
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
@@ -419,7 +419,9 @@ def test_rope_ops_with_a_norm_weight_normalise_each_row_first():
     )
     want_k, want_v = k_cache.clone(), v_cache.clone()
     with torch.no_grad():
-        end = torch.ops.eo.rope_kv_update(key, value, cos, sin, k_cache, v_cache, start, k_norm.weight, 1e-5)
+        end = torch.ops.eo.norm_rope_kv_update(
+            key, value, cos, sin, k_cache, v_cache, start, k_norm.weight, 1e-5
+        )
         rotated_k, _ = apply_rotary_pos_emb(k_norm(key), key, cos, sin, unsqueeze_dim=2)
         torch.ops.eo.ring_update_cache(rotated_k, want_k, start)
         torch.ops.eo.ring_update_cache(value, want_v, start)
@@ -427,7 +429,7 @@ def test_rope_ops_with_a_norm_weight_normalise_each_row_first():
         torch.testing.assert_close(k_cache, want_k, rtol=1e-5, atol=1e-5)
         assert torch.equal(v_cache, want_v)
 
-        got = torch.ops.eo.rope_ring_sdpa(
+        got = torch.ops.eo.norm_rope_ring_sdpa(
             q, cos, sin, k_cache, v_cache, start, 6, 0.25, 0.0, q_norm.weight, 1e-5
         )
         rotated_q, _ = apply_rotary_pos_emb(q_norm(q), q, cos, sin, unsqueeze_dim=2)
@@ -437,15 +439,19 @@ def test_rope_ops_with_a_norm_weight_normalise_each_row_first():
         assert not torch.allclose(got, unnormed, rtol=1e-3, atol=1e-3)
 
 
-def test_rope_ops_reject_a_norm_weight_that_does_not_fit():
+def test_norm_rope_ops_reject_a_norm_weight_that_does_not_fit():
     kernels.load_torch_ops()
     rows, cache, table = torch.randn(1, 2, 2, 8), torch.zeros(1, 4, 2, 8), torch.ones(1, 2, 8)
     with pytest.raises(RuntimeError, match="head_dim elements"):
-        torch.ops.eo.rope_ring_sdpa(rows, table, table, cache, cache, 0, 0, 1.0, 0.0, torch.ones(4), 1e-6)
+        torch.ops.eo.norm_rope_ring_sdpa(
+            rows, table, table, cache, cache, 0, 0, 1.0, 0.0, torch.ones(4), 1e-6
+        )
     with pytest.raises(RuntimeError, match="head_dim elements"):
-        torch.ops.eo.rope_kv_update(rows, rows, table, table, cache, cache.clone(), 0, torch.ones(2, 4), 1e-6)
+        torch.ops.eo.norm_rope_kv_update(
+            rows, rows, table, table, cache, cache.clone(), 0, torch.ones(2, 4), 1e-6
+        )
     with pytest.raises(RuntimeError, match="float32"):
-        torch.ops.eo.rope_kv_update(
+        torch.ops.eo.norm_rope_kv_update(
             rows, rows, table, table, cache, cache.clone(), 0, torch.ones(8).double(), 1e-6
         )
 

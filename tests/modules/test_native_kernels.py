@@ -58,8 +58,10 @@ def test_exported_native_kernels_match_eager(arch, max_seq_len):
     model, prompt, want = _case(arch)
     program = _module(model, max_seq_len).export()["forward"]
     targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
-    # Our kernels rotate the queries and keys themselves: no layer runs the plain ring ops.
-    assert {"eo.rope_ring_sdpa.default", "eo.rope_kv_update.default"} <= targets
+    # Our kernels rotate the queries and keys themselves (Gemma 3's after its q/k norms): no
+    # layer runs the plain ring ops.
+    prefix = "norm_" if arch == "gemma3" else ""
+    assert {f"eo.{prefix}rope_ring_sdpa.default", f"eo.{prefix}rope_kv_update.default"} <= targets
     assert not targets & {
         "eo.ring_sdpa.default",
         "eo.ring_update_cache.default",
@@ -96,7 +98,8 @@ def test_full_attention_on_native_kernels_matches_eager(arch, max_seq_len):
     model, prompt, want = _full_case(arch)
     program = _native_module(model, max_seq_len).export()["forward"]
     targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
-    assert {"eo.rope_ring_sdpa.default", "eo.rope_kv_update.default"} <= targets
+    prefix = "norm_" if arch == "qwen3" else ""  # Qwen3's q/k norms go into the ops too
+    assert {f"eo.{prefix}rope_ring_sdpa.default", f"eo.{prefix}rope_kv_update.default"} <= targets
     assert not targets & {"llama.custom_sdpa.default", "eo.ring_sdpa.default", "llama.update_cache.default"}
     got = program_trace(program.module(), prompt, FULL_STEPS, chunk=max_seq_len, forced=want.tokens)
     assert_same_run(got, want)
@@ -110,34 +113,38 @@ def test_pte_full_attention_on_native_kernels_matches_eager(tmp_path):
     assert_same_run(got, want)
 
 
-def _qwen3_with_head_norm_weights():
-    """A Qwen3 whose q_norm / k_norm weights are not ones (random init leaves them at 1)."""
-    model, prompt, _ = _full_case("qwen3")
+def _with_head_norm_weights(arch):
+    """A model whose q_norm / k_norm weights are random (initialisation leaves them constant)."""
+    model, prompt, _ = _full_case(arch)
     with torch.no_grad():
         for layer in model.model.layers:
             for norm in (layer.self_attn.q_norm, layer.self_attn.k_norm):
-                norm.weight.copy_(torch.rand(norm.weight.shape) * 1.5 + 0.25)
+                norm.weight.copy_(torch.rand(norm.weight.shape) * 1.5 - 0.5)
     return model, prompt, eager_trace(model, prompt, FULL_STEPS)
 
 
-def test_qwen3_head_norms_fuse_into_the_rope_ops(tmp_path):
-    """Qwen3's q_norm / k_norm reach eo::rope_ring_sdpa / eo::rope_kv_update as their weights:
-    no per-head norm is left in the graph, and the exported program and the .pte match eager."""
-    model, prompt, want = _qwen3_with_head_norm_weights()
+@pytest.mark.parametrize("arch", ["qwen3", "gemma3"])
+def test_head_norms_fuse_into_the_rope_ops(arch, tmp_path):
+    """Qwen3's and Gemma 3's q_norm / k_norm (weight and 1 + weight forms) reach
+    eo::norm_rope_ring_sdpa / eo::norm_rope_kv_update as constants: no per-head norm is left in
+    the graph, and the exported program and the .pte match eager."""
+    model, prompt, want = _with_head_norm_weights(arch)
     layers = model.config.num_hidden_layers
     module = _native_module(model, FULL_PROMPT)
     program = module.export()["forward"]
     rope_ops = [
         n
         for n in program.graph.nodes
-        if str(n.target) in {"eo.rope_ring_sdpa.default", "eo.rope_kv_update.default"}
+        if str(n.target) in {"eo.norm_rope_ring_sdpa.default", "eo.norm_rope_kv_update.default"}
     ]
     assert len(rope_ops) == 2 * layers
     assert all(isinstance(n.args[-2], torch.fx.Node) and n.args[-2].op == "placeholder" for n in rope_ops)
-    # Left: the two norms of each layer and the final one (the head norms were 2 more per layer).
+    # Left: every RMSNorm but the two head norms of each layer.
+    norms = sum(type(m).__name__.endswith("RMSNorm") for m in model.modules())
     rsqrts = [n for n in program.graph.nodes if str(n.target) == "aten.rsqrt.default"]
-    assert len(rsqrts) == 2 * layers + 1
+    assert len(rsqrts) == norms - 2 * layers
     got = program_trace(program.module(), prompt, FULL_STEPS, chunk=FULL_PROMPT, forced=want.tokens)
     assert_same_run(got, want)
     got = _pte_trace(module, tmp_path, prompt, FULL_STEPS, FULL_PROMPT, want.tokens)
     assert_same_run(got, want)
+    assert not any(name.startswith("eo_head_norm") for name, _ in module.model.named_buffers())

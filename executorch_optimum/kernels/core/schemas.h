@@ -28,18 +28,32 @@ inline constexpr OpSchema kOpSchemas[] = {
      "float scale, float softcap, *, Tensor(a!) out) -> Tensor(a!)"},
     {"eo::rope_ring_sdpa",
      "rope_ring_sdpa(Tensor query, Tensor cos, Tensor sin, Tensor k_cache, Tensor v_cache, SymInt start_pos, "
-     "int window, float scale, float softcap, Tensor? norm_weight=None, float norm_eps=0.) -> Tensor"},
+     "int window, float scale, float softcap) -> Tensor"},
     {"eo::rope_ring_sdpa.out",
      "rope_ring_sdpa.out(Tensor query, Tensor cos, Tensor sin, Tensor k_cache, Tensor v_cache, SymInt "
-     "start_pos, int window, float scale, float softcap, Tensor? norm_weight=None, float norm_eps=0., *, "
-     "Tensor(a!) out) -> Tensor(a!)"},
+     "start_pos, int window, float scale, float softcap, *, Tensor(a!) out) -> Tensor(a!)"},
     {"eo::rope_kv_update",
      "rope_kv_update(Tensor key, Tensor value, Tensor cos, Tensor sin, Tensor(a!) k_cache, Tensor(b!) v_cache, "
-     "SymInt start_pos, Tensor? norm_weight=None, float norm_eps=0.) -> Tensor"},
+     "SymInt start_pos) -> Tensor"},
     {"eo::rope_kv_update.out",
      "rope_kv_update.out(Tensor key, Tensor value, Tensor cos, Tensor sin, Tensor(a!) k_cache, Tensor(b!) "
-     "v_cache, SymInt start_pos, Tensor? norm_weight=None, float norm_eps=0., *, Tensor(c!) out) -> "
-     "Tensor(c!)"},
+     "v_cache, SymInt start_pos, *, Tensor(c!) out) -> Tensor(c!)"},
+    // The same two with a per-head RMS norm before rotary (Qwen3's q_norm / k_norm). Ops of their
+    // own: the runtime does not check a kernel's arity, so programs exported before they existed
+    // must keep finding the signatures above.
+    {"eo::norm_rope_ring_sdpa",
+     "norm_rope_ring_sdpa(Tensor query, Tensor cos, Tensor sin, Tensor k_cache, Tensor v_cache, SymInt "
+     "start_pos, int window, float scale, float softcap, Tensor norm_weight, float norm_eps) -> Tensor"},
+    {"eo::norm_rope_ring_sdpa.out",
+     "norm_rope_ring_sdpa.out(Tensor query, Tensor cos, Tensor sin, Tensor k_cache, Tensor v_cache, SymInt "
+     "start_pos, int window, float scale, float softcap, Tensor norm_weight, float norm_eps, *, Tensor(a!) out) "
+     "-> Tensor(a!)"},
+    {"eo::norm_rope_kv_update",
+     "norm_rope_kv_update(Tensor key, Tensor value, Tensor cos, Tensor sin, Tensor(a!) k_cache, Tensor(b!) "
+     "v_cache, SymInt start_pos, Tensor norm_weight, float norm_eps) -> Tensor"},
+    {"eo::norm_rope_kv_update.out",
+     "norm_rope_kv_update.out(Tensor key, Tensor value, Tensor cos, Tensor sin, Tensor(a!) k_cache, Tensor(b!) "
+     "v_cache, SymInt start_pos, Tensor norm_weight, float norm_eps, *, Tensor(c!) out) -> Tensor(c!)"},
 };
 
 }  // namespace eo::core
