@@ -67,13 +67,24 @@ inline void norm_rotate_row(const float* x, const float* c, const float* n, int6
     rotate_row(x, c, n, D / 2, o);
     return;
   }
+  // Eight running sums, so the compiler can keep them in one vector (one sum is a serial chain).
+  float parts[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= D; i += 8) {
+    for (int j = 0; j < 8; ++j) {
+      parts[j] += x[i + j] * x[i + j];
+    }
+  }
   float squares = 0.0f;
-  for (int64_t i = 0; i < D; ++i) {
+  for (; i < D; ++i) {
     squares += x[i] * x[i];
+  }
+  for (float part : parts) {
+    squares += part;
   }
   const float inv = 1.0f / std::sqrt(squares / static_cast<float>(D) + norm.eps);
   float normed[kMaxHeadDim];
-  for (int64_t i = 0; i < D; ++i) {
+  for (i = 0; i < D; ++i) {
     normed[i] = norm.weight[i] * (x[i] * inv);
   }
   rotate_row(normed, c, n, D / 2, o);
