@@ -337,13 +337,7 @@ class MergeViewsPass(ExportPass):
                 if not source.users:
                     graph.erase_node(source)
                 modified = True
-            key = (node.args[0], tuple(node.args[1]))
-            if key in seen:
-                node.replace_all_uses_with(seen[key])
-                graph.erase_node(node)
-                modified = True
-            else:
-                seen[key] = node
+            modified |= _reuse_equal(node, (node.args[0], tuple(node.args[1])), seen)
         if modified:
             graph_module.recompile()
         return PassResult(graph_module, modified)
@@ -369,13 +363,7 @@ class ShareActivationQuantizationPass(ExportPass):
         for node in list(graph.nodes):
             if node.op != "call_function" or not self._shareable(node):
                 continue
-            key = (node.target, _hashable(node.args), _hashable(node.kwargs))
-            if key in seen:
-                node.replace_all_uses_with(seen[key])
-                graph.erase_node(node)
-                modified = True
-            else:
-                seen[key] = node
+            modified |= _reuse_equal(node, (node.target, _hashable(node.args), _hashable(node.kwargs)), seen)
         if modified:
             graph_module.recompile()
         return PassResult(graph_module, modified)
@@ -388,6 +376,17 @@ class ShareActivationQuantizationPass(ExportPass):
             node.target is operator.getitem
             and getattr(getattr(source, "target", None), "__name__", None) in self._PURE
         )
+
+
+def _reuse_equal(node: torch.fx.Node, key: tuple, seen: dict[tuple, torch.fx.Node]) -> bool:
+    """Replaces `node` by the node seen first with the same `key` (and returns True), or
+    records it as that node."""
+    if key not in seen:
+        seen[key] = node
+        return False
+    node.replace_all_uses_with(seen[key])
+    node.graph.erase_node(node)
+    return True
 
 
 def _hashable(value: object) -> object:
