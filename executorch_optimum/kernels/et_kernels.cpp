@@ -177,10 +177,11 @@ const char* row_norm(const Tensor& rows, const executorch::aten::optional<Tensor
 
 // ---- rope_ring_sdpa --------------------------------------------------------------------------
 
-Tensor& any_rope_ring_sdpa_out(KernelRuntimeContext& ctx, const Tensor& query, const Tensor& cos, const Tensor& sin,
-                           const Tensor& k_cache, const Tensor& v_cache, int64_t start_pos, int64_t window,
-                           double scale, double softcap, const executorch::aten::optional<Tensor>& norm_weight, double norm_eps, Tensor& out) {
-  const char* op = "eo::rope_ring_sdpa";
+// `op` names the calling op in error messages (eo::rope_ring_sdpa or eo::norm_rope_ring_sdpa).
+Tensor& any_rope_ring_sdpa_out(KernelRuntimeContext& ctx, const char* op, const Tensor& query, const Tensor& cos,
+                               const Tensor& sin, const Tensor& k_cache, const Tensor& v_cache, int64_t start_pos,
+                               int64_t window, double scale, double softcap,
+                               const executorch::aten::optional<Tensor>& norm_weight, double norm_eps, Tensor& out) {
   const eo::core::RingSdpaParams p{start_pos, window, static_cast<float>(scale),
                                    static_cast<float>(softcap)};
   if (!prepare_ring_sdpa(ctx, op, query, k_cache, v_cache, p, out)) {
@@ -204,10 +205,11 @@ Tensor& any_rope_ring_sdpa_out(KernelRuntimeContext& ctx, const Tensor& query, c
 
 // ---- rope_kv_update --------------------------------------------------------------------------
 
-Tensor& any_rope_kv_update_out(KernelRuntimeContext& ctx, const Tensor& key, const Tensor& value, const Tensor& cos,
-                           const Tensor& sin, Tensor& k_cache, Tensor& v_cache, int64_t start_pos, const executorch::aten::optional<Tensor>& norm_weight, double norm_eps,
-                           Tensor& out) {
-  const char* op = "eo::rope_kv_update";
+// `op` names the calling op in error messages (eo::rope_kv_update or eo::norm_rope_kv_update).
+Tensor& any_rope_kv_update_out(KernelRuntimeContext& ctx, const char* op, const Tensor& key, const Tensor& value,
+                               const Tensor& cos, const Tensor& sin, Tensor& k_cache, Tensor& v_cache,
+                               int64_t start_pos, const executorch::aten::optional<Tensor>& norm_weight,
+                               double norm_eps, Tensor& out) {
   const auto ks = sizes4(key);
   const auto cs = sizes4(k_cache);
   const char* err = eo::core::check_ring_update(key.dim(), k_cache.dim(), ks.data(), cs.data(), start_pos);
@@ -247,29 +249,30 @@ Tensor& any_rope_kv_update_out(KernelRuntimeContext& ctx, const Tensor& key, con
 Tensor& rope_ring_sdpa_out(KernelRuntimeContext& ctx, const Tensor& query, const Tensor& cos, const Tensor& sin,
                            const Tensor& k_cache, const Tensor& v_cache, int64_t start_pos, int64_t window,
                            double scale, double softcap, Tensor& out) {
-  return any_rope_ring_sdpa_out(ctx, query, cos, sin, k_cache, v_cache, start_pos, window, scale, softcap,
-                                executorch::aten::nullopt, 0.0, out);
+  return any_rope_ring_sdpa_out(ctx, "eo::rope_ring_sdpa", query, cos, sin, k_cache, v_cache, start_pos, window,
+                                scale, softcap, executorch::aten::nullopt, 0.0, out);
 }
 
 Tensor& norm_rope_ring_sdpa_out(KernelRuntimeContext& ctx, const Tensor& query, const Tensor& cos, const Tensor& sin,
                                 const Tensor& k_cache, const Tensor& v_cache, int64_t start_pos, int64_t window,
                                 double scale, double softcap, const Tensor& norm_weight, double norm_eps,
                                 Tensor& out) {
-  return any_rope_ring_sdpa_out(ctx, query, cos, sin, k_cache, v_cache, start_pos, window, scale, softcap,
-                                executorch::aten::optional<Tensor>(norm_weight), norm_eps, out);
+  return any_rope_ring_sdpa_out(ctx, "eo::norm_rope_ring_sdpa", query, cos, sin, k_cache, v_cache, start_pos,
+                                window, scale, softcap, executorch::aten::optional<Tensor>(norm_weight), norm_eps,
+                                out);
 }
 
 Tensor& rope_kv_update_out(KernelRuntimeContext& ctx, const Tensor& key, const Tensor& value, const Tensor& cos,
                            const Tensor& sin, Tensor& k_cache, Tensor& v_cache, int64_t start_pos, Tensor& out) {
-  return any_rope_kv_update_out(ctx, key, value, cos, sin, k_cache, v_cache, start_pos, executorch::aten::nullopt,
-                                0.0, out);
+  return any_rope_kv_update_out(ctx, "eo::rope_kv_update", key, value, cos, sin, k_cache, v_cache, start_pos,
+                                executorch::aten::nullopt, 0.0, out);
 }
 
 Tensor& norm_rope_kv_update_out(KernelRuntimeContext& ctx, const Tensor& key, const Tensor& value, const Tensor& cos,
                                 const Tensor& sin, Tensor& k_cache, Tensor& v_cache, int64_t start_pos,
                                 const Tensor& norm_weight, double norm_eps, Tensor& out) {
-  return any_rope_kv_update_out(ctx, key, value, cos, sin, k_cache, v_cache, start_pos,
-                                executorch::aten::optional<Tensor>(norm_weight), norm_eps, out);
+  return any_rope_kv_update_out(ctx, "eo::norm_rope_kv_update", key, value, cos, sin, k_cache, v_cache,
+                                start_pos, executorch::aten::optional<Tensor>(norm_weight), norm_eps, out);
 }
 
 }  // namespace

@@ -195,14 +195,15 @@ eo::core::RowNorm row_norm(const char* op, const at::Tensor& rows, const std::op
   return {keep.const_data_ptr<float>(), static_cast<float>(eps)};
 }
 
-at::Tensor& any_rope_ring_sdpa_out(const at::Tensor& query, const at::Tensor& cos, const at::Tensor& sin,
-                               const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start_pos,
-                               int64_t window, double scale, double softcap, const std::optional<at::Tensor>& norm_weight, double norm_eps,
-                               at::Tensor& out) {
-  check_rotary("eo::rope_ring_sdpa", "query", query, cos, sin);
-  check_float(query, "eo::rope_ring_sdpa", "query");
+// `op` names the calling op in error messages (eo::rope_ring_sdpa or eo::norm_rope_ring_sdpa).
+at::Tensor& any_rope_ring_sdpa_out(const char* op, const at::Tensor& query, const at::Tensor& cos,
+                                   const at::Tensor& sin, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                                   int64_t start_pos, int64_t window, double scale, double softcap,
+                                   const std::optional<at::Tensor>& norm_weight, double norm_eps, at::Tensor& out) {
+  check_rotary(op, "query", query, cos, sin);
+  check_float(query, op, "query");
   at::Tensor weight;
-  const eo::core::RowNorm norm = row_norm("eo::rope_ring_sdpa", query, norm_weight, norm_eps, weight);
+  const eo::core::RowNorm norm = row_norm(op, query, norm_weight, norm_eps, weight);
   const at::Tensor q = last_dim_contiguous(query);
   const at::Tensor c = cos.contiguous();
   const at::Tensor n = sin.contiguous();
@@ -213,20 +214,23 @@ at::Tensor& any_rope_ring_sdpa_out(const at::Tensor& query, const at::Tensor& co
   return ring_sdpa_out(rotated, k_cache, v_cache, start_pos, window, scale, softcap, out);
 }
 
-at::Tensor any_rope_ring_sdpa(const at::Tensor& query, const at::Tensor& cos, const at::Tensor& sin,
-                          const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start_pos, int64_t window,
-                          double scale, double softcap, const std::optional<at::Tensor>& norm_weight, double norm_eps) {
+at::Tensor any_rope_ring_sdpa(const char* op, const at::Tensor& query, const at::Tensor& cos, const at::Tensor& sin,
+                              const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start_pos,
+                              int64_t window, double scale, double softcap,
+                              const std::optional<at::Tensor>& norm_weight, double norm_eps) {
   at::Tensor out = at::empty(query.sizes(), query.options().memory_format(at::MemoryFormat::Contiguous));
-  any_rope_ring_sdpa_out(query, cos, sin, k_cache, v_cache, start_pos, window, scale, softcap, norm_weight, norm_eps, out);
+  any_rope_ring_sdpa_out(op, query, cos, sin, k_cache, v_cache, start_pos, window, scale, softcap, norm_weight,
+                         norm_eps, out);
   return out;
 }
 
 // ---- rope_kv_update --------------------------------------------------------------------------
 
-at::Tensor& any_rope_kv_update_out(const at::Tensor& key, const at::Tensor& value, const at::Tensor& cos,
-                               const at::Tensor& sin, at::Tensor& k_cache, at::Tensor& v_cache, int64_t start_pos,
-                               const std::optional<at::Tensor>& norm_weight, double norm_eps, at::Tensor& out) {
-  const char* op = "eo::rope_kv_update";
+// `op` names the calling op in error messages (eo::rope_kv_update or eo::norm_rope_kv_update).
+at::Tensor& any_rope_kv_update_out(const char* op, const at::Tensor& key, const at::Tensor& value,
+                                   const at::Tensor& cos, const at::Tensor& sin, at::Tensor& k_cache,
+                                   at::Tensor& v_cache, int64_t start_pos,
+                                   const std::optional<at::Tensor>& norm_weight, double norm_eps, at::Tensor& out) {
   check_ring_update(key, k_cache, start_pos);
   check_ring_update(value, v_cache, start_pos);
   TORCH_CHECK(key.sizes() == value.sizes() && k_cache.sizes() == v_cache.sizes(), op,
@@ -250,11 +254,11 @@ at::Tensor& any_rope_kv_update_out(const at::Tensor& key, const at::Tensor& valu
   return out;
 }
 
-at::Tensor any_rope_kv_update(const at::Tensor& key, const at::Tensor& value, const at::Tensor& cos,
-                          const at::Tensor& sin, at::Tensor& k_cache, at::Tensor& v_cache, int64_t start_pos,
-                          const std::optional<at::Tensor>& norm_weight, double norm_eps) {
+at::Tensor any_rope_kv_update(const char* op, const at::Tensor& key, const at::Tensor& value, const at::Tensor& cos,
+                              const at::Tensor& sin, at::Tensor& k_cache, at::Tensor& v_cache, int64_t start_pos,
+                              const std::optional<at::Tensor>& norm_weight, double norm_eps) {
   at::Tensor out = at::empty({1}, key.options().dtype(at::kLong));
-  any_rope_kv_update_out(key, value, cos, sin, k_cache, v_cache, start_pos, norm_weight, norm_eps, out);
+  any_rope_kv_update_out(op, key, value, cos, sin, k_cache, v_cache, start_pos, norm_weight, norm_eps, out);
   return out;
 }
 
@@ -264,27 +268,29 @@ at::Tensor any_rope_kv_update(const at::Tensor& key, const at::Tensor& value, co
 at::Tensor& rope_ring_sdpa_out(const at::Tensor& q, const at::Tensor& cos, const at::Tensor& sin,
                                const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start_pos, int64_t window,
                                double scale, double softcap, at::Tensor& out) {
-  return any_rope_ring_sdpa_out(q, cos, sin, k_cache, v_cache, start_pos, window, scale, softcap, std::nullopt, 0.0,
-                                out);
+  return any_rope_ring_sdpa_out("eo::rope_ring_sdpa", q, cos, sin, k_cache, v_cache, start_pos, window, scale,
+                                softcap, std::nullopt, 0.0, out);
 }
 
 at::Tensor rope_ring_sdpa(const at::Tensor& q, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& k_cache,
                           const at::Tensor& v_cache, int64_t start_pos, int64_t window, double scale, double softcap) {
-  return any_rope_ring_sdpa(q, cos, sin, k_cache, v_cache, start_pos, window, scale, softcap, std::nullopt, 0.0);
+  return any_rope_ring_sdpa("eo::rope_ring_sdpa", q, cos, sin, k_cache, v_cache, start_pos, window, scale, softcap,
+                            std::nullopt, 0.0);
 }
 
 at::Tensor& norm_rope_ring_sdpa_out(const at::Tensor& q, const at::Tensor& cos, const at::Tensor& sin,
                                     const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start_pos,
                                     int64_t window, double scale, double softcap, const at::Tensor& norm_weight,
                                     double norm_eps, at::Tensor& out) {
-  return any_rope_ring_sdpa_out(q, cos, sin, k_cache, v_cache, start_pos, window, scale, softcap, norm_weight,
-                                norm_eps, out);
+  return any_rope_ring_sdpa_out("eo::norm_rope_ring_sdpa", q, cos, sin, k_cache, v_cache, start_pos, window, scale,
+                                softcap, norm_weight, norm_eps, out);
 }
 
 at::Tensor norm_rope_ring_sdpa(const at::Tensor& q, const at::Tensor& cos, const at::Tensor& sin,
                                const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start_pos, int64_t window,
                                double scale, double softcap, const at::Tensor& norm_weight, double norm_eps) {
-  return any_rope_ring_sdpa(q, cos, sin, k_cache, v_cache, start_pos, window, scale, softcap, norm_weight, norm_eps);
+  return any_rope_ring_sdpa("eo::norm_rope_ring_sdpa", q, cos, sin, k_cache, v_cache, start_pos, window, scale,
+                            softcap, norm_weight, norm_eps);
 }
 
 at::Tensor rope_ring_sdpa_meta(const at::Tensor& q, const at::Tensor& cos, const at::Tensor& sin,
@@ -316,25 +322,29 @@ at::Tensor& norm_rope_ring_sdpa_out_meta(const at::Tensor& q, const at::Tensor& 
 at::Tensor& rope_kv_update_out(const at::Tensor& key, const at::Tensor& value, const at::Tensor& cos,
                                const at::Tensor& sin, at::Tensor& k_cache, at::Tensor& v_cache, int64_t start_pos,
                                at::Tensor& out) {
-  return any_rope_kv_update_out(key, value, cos, sin, k_cache, v_cache, start_pos, std::nullopt, 0.0, out);
+  return any_rope_kv_update_out("eo::rope_kv_update", key, value, cos, sin, k_cache, v_cache, start_pos,
+                                std::nullopt, 0.0, out);
 }
 
 at::Tensor rope_kv_update(const at::Tensor& key, const at::Tensor& value, const at::Tensor& cos, const at::Tensor& sin,
                           at::Tensor& k_cache, at::Tensor& v_cache, int64_t start_pos) {
-  return any_rope_kv_update(key, value, cos, sin, k_cache, v_cache, start_pos, std::nullopt, 0.0);
+  return any_rope_kv_update("eo::rope_kv_update", key, value, cos, sin, k_cache, v_cache, start_pos, std::nullopt,
+                            0.0);
 }
 
 at::Tensor& norm_rope_kv_update_out(const at::Tensor& key, const at::Tensor& value, const at::Tensor& cos,
                                     const at::Tensor& sin, at::Tensor& k_cache, at::Tensor& v_cache,
                                     int64_t start_pos, const at::Tensor& norm_weight, double norm_eps,
                                     at::Tensor& out) {
-  return any_rope_kv_update_out(key, value, cos, sin, k_cache, v_cache, start_pos, norm_weight, norm_eps, out);
+  return any_rope_kv_update_out("eo::norm_rope_kv_update", key, value, cos, sin, k_cache, v_cache, start_pos,
+                                norm_weight, norm_eps, out);
 }
 
 at::Tensor norm_rope_kv_update(const at::Tensor& key, const at::Tensor& value, const at::Tensor& cos,
                                const at::Tensor& sin, at::Tensor& k_cache, at::Tensor& v_cache, int64_t start_pos,
                                const at::Tensor& norm_weight, double norm_eps) {
-  return any_rope_kv_update(key, value, cos, sin, k_cache, v_cache, start_pos, norm_weight, norm_eps);
+  return any_rope_kv_update("eo::norm_rope_kv_update", key, value, cos, sin, k_cache, v_cache, start_pos,
+                            norm_weight, norm_eps);
 }
 
 at::Tensor rope_kv_update_meta(const at::Tensor& key, const at::Tensor& value, const at::Tensor& cos,

@@ -510,8 +510,9 @@ struct RowSet {
 };
 
 template <class V>
-EO_ALWAYS_INLINE inline void attend_rows(RowSet& rs, int64_t rows, const float* kbase, const float* vbase, int64_t k_step,
-                        int64_t v_step, int64_t D, int64_t C, const RingSdpaParams& p) {
+EO_ALWAYS_INLINE inline void attend_rows(RowSet& rs, int64_t rows, const float* kbase, const float* vbase,
+                                         int64_t k_step, int64_t v_step, int64_t D, int64_t C,
+                                         const RingSdpaParams& p) {
   const int64_t padded = (rows + 3) / 4 * 4;
   rs.acc.assign(static_cast<std::size_t>(padded * D), 0.0f);
   rs.scores.assign(static_cast<std::size_t>(padded * kKeyBlock), 0.0f);
