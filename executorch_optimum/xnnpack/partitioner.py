@@ -65,27 +65,31 @@ def _members(graph: torch.fx.Graph) -> dict[str, list[torch.fx.Node]]:
     return members
 
 
-def _merge_one(graph: torch.fx.Graph) -> bool:
-    """Merges the first pair of partitions where one feeds the other and their union has no
-    path out of it and back in; returns whether it found one."""
-    members = _members(graph)
-    for tag, nodes in members.items():
-        fed = {user.meta.get(_TAG) for node in nodes for user in node.users} - {tag, None}
-        for other in sorted(fed):
-            combined = [n for n in nodes + members[other] if n.op == "call_function"]
-            if validate_partition(combined):
-                for node in members[other]:
-                    node.meta[_TAG] = tag
-                return True
-    return False
+def _mergeable_neighbour(members: dict[str, list[torch.fx.Node]], tag: str) -> str | None:
+    """A partition that `tag` feeds and whose union with it has no path out and back in."""
+    fed = {user.meta.get(_TAG) for node in members[tag] for user in node.users} - {tag, None}
+    for other in sorted(fed):
+        combined = [n for n in members[tag] + members[other] if n.op == "call_function"]
+        if validate_partition(combined):
+            return other
+    return None
 
 
 def merge_touching_partitions(graph: torch.fx.Graph) -> int:
     """Merges partitions that feed each other wherever the graph stays acyclic; returns how
-    many merges."""
+    many merges. Sweeps until one merges nothing: a merge can make a refused one acyclic."""
+    members = _members(graph)
     merged = 0
-    while _merge_one(graph):
-        merged += 1
+    swept_without_merge = False
+    while not swept_without_merge:
+        swept_without_merge = True
+        for tag in list(members):
+            while tag in members and (other := _mergeable_neighbour(members, tag)) is not None:
+                for node in members[other]:
+                    node.meta[_TAG] = tag
+                members[tag].extend(members.pop(other))
+                merged += 1
+                swept_without_merge = False
     return merged
 
 
