@@ -9,34 +9,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from executorch_optimum.runtime import Generator
 from executorch_optimum.runtime.cli import main
 from executorch_optimum.xnnpack import export_to_executorch_with_xnnpack
-from tests.support.tiny_programs import export_forward, runner_metadata
+from tests.support.tiny_programs import PositionAveragingLm
 
-CONTEXT, MAX_SEQ_LEN, HIDDEN = 32, 4, 32
-
-
-class TinyLm(torch.nn.Module):
-    """forward(tokens, cache_position) -> [1, S, V]; a position-indexed cache makes history matter."""
-
-    def __init__(self, vocab: int) -> None:
-        super().__init__()
-        self.embed = torch.nn.Embedding(vocab, HIDDEN)
-        self.pos = torch.nn.Embedding(CONTEXT, HIDDEN)
-        self.head = torch.nn.Linear(HIDDEN, vocab)
-        self.register_buffer("k_cache", torch.zeros(CONTEXT, HIDDEN))
-        self.vocab = vocab
-
-    def forward(self, tokens: torch.Tensor, cache_position: torch.Tensor) -> torch.Tensor:
-        x = self.embed(tokens[0]) + self.pos(cache_position)
-        self.k_cache.index_copy_(0, cache_position, x)
-        visible = torch.arange(CONTEXT)[None, :] <= cache_position[:, None]
-        summed = torch.where(visible[:, :, None], self.k_cache[None], torch.zeros(())).sum(1)
-        return self.head(torch.tanh(x + summed / visible.sum(-1, keepdim=True)))[None]
-
-    def export(self) -> dict[str, torch.export.ExportedProgram]:
-        return export_forward(self, MAX_SEQ_LEN, example_len=2)
-
-    def metadata(self) -> dict:
-        return runner_metadata(MAX_SEQ_LEN, CONTEXT, self.vocab)
+CONTEXT, MAX_SEQ_LEN = 32, 4
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +25,7 @@ def artifacts(tmp_path_factory):
     tokenizer.train_from_iterator(["a small corpus about small models running on small phones"] * 10, trainer)
     tokenizer.save(str(root / "tokenizer.json"))
     torch.manual_seed(0)
-    model = TinyLm(tokenizer.get_vocab_size()).eval()
+    model = PositionAveragingLm(tokenizer.get_vocab_size(), CONTEXT, MAX_SEQ_LEN, example_len=2).eval()
     (root / "model.pte").write_bytes(export_to_executorch_with_xnnpack(model).buffer)
     return root, tokenizer
 

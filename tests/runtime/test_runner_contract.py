@@ -5,15 +5,14 @@ get_max_seq_len, cache positions, greedy choice, and stopping on get_eos_ids.
 """
 
 import pytest
-import torch
 from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from executorch_optimum.runtime import Generator
 from executorch_optimum.xnnpack import export_to_executorch_with_xnnpack
-from tests.support.tiny_programs import export_forward, runner_metadata
+from tests.support.tiny_programs import PositionAveragingLm
 
-CONTEXT, MAX_SEQ_LEN, HIDDEN = 64, 5, 32
+CONTEXT, MAX_SEQ_LEN = 64, 5
 PROMPT = "the quick brown fox jumps over the lazy dog"
 
 
@@ -31,37 +30,6 @@ def _train_tokenizer(path) -> Tokenizer:
     tokenizer.train_from_iterator(corpus * 20, trainer)
     tokenizer.save(str(path))
     return tokenizer
-
-
-class TinyLm(torch.nn.Module):
-    """Position-indexed cache model; logits outside `allowed` are pushed far down so every
-    generated token decodes to printable ASCII (the runner hands out text, not ids)."""
-
-    def __init__(self, vocab: int, allowed: list[int]) -> None:
-        super().__init__()
-        self.embed = torch.nn.Embedding(vocab, HIDDEN)
-        self.pos = torch.nn.Embedding(CONTEXT, HIDDEN)
-        self.head = torch.nn.Linear(HIDDEN, vocab)
-        bias = torch.full((vocab,), -1e4)
-        bias[allowed] = 0.0
-        self.register_buffer("bias", bias)
-        self.register_buffer("k_cache", torch.zeros(CONTEXT, HIDDEN))
-        self.vocab = vocab
-
-    def forward(self, tokens: torch.Tensor, cache_position: torch.Tensor) -> torch.Tensor:
-        x = self.embed(tokens[0]) + self.pos(cache_position)
-        self.k_cache.index_copy_(0, cache_position, x)
-        visible = torch.arange(CONTEXT)[None, :] <= cache_position[:, None]
-        summed = torch.where(visible[:, :, None], self.k_cache[None], torch.zeros(())).sum(1)
-        context = summed / visible.sum(-1, keepdim=True)
-        return (self.head(torch.tanh(x + context)) + self.bias)[None]
-
-    def export(self) -> dict[str, torch.export.ExportedProgram]:
-        return export_forward(self, MAX_SEQ_LEN)
-
-    def metadata(self) -> dict:
-        # eos is "<eos>" (id 0), which the bias keeps from ever being chosen.
-        return runner_metadata(MAX_SEQ_LEN, CONTEXT, self.vocab, use_kv_cache=True, get_eos_ids=[0])
 
 
 def _stock_runner_text(pte, tokenizer_path, max_new_tokens) -> list[str]:
@@ -82,7 +50,9 @@ def setup(tmp_path_factory):
     vocab = tokenizer.get_vocab_size()
     allowed = [i for i in range(vocab) if tokenizer.decode([i]) and tokenizer.decode([i]).isascii()]
     allowed = [i for i in allowed if tokenizer.decode([i]).isprintable()]
-    model = TinyLm(vocab, allowed).eval()
+    # eos is "<eos>" (id 0), which `allowed` keeps from ever being chosen.
+    metadata = {"use_kv_cache": True, "get_eos_ids": [0]}
+    model = PositionAveragingLm(vocab, CONTEXT, MAX_SEQ_LEN, allowed=allowed, extra_metadata=metadata).eval()
     return root, tokenizer_path, tokenizer, model
 
 
