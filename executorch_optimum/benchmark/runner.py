@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import os
@@ -154,7 +155,11 @@ class Benchmark:
 
     def _model_rows(self, model: str) -> list[Row]:
         from executorch_optimum.benchmark.eager_speed import load_eager_model, measure_eager
-        from executorch_optimum.benchmark.runtime_speed import PteBench, make_prompt, measure_interleaved
+        from executorch_optimum.benchmark.runtime_speed import (
+            PteBench,
+            make_prompt,
+            measure_in_both_load_orders,
+        )
 
         cfg = self.config
         checkpoint_dir, _ = self.checkpoint(model)
@@ -185,14 +190,15 @@ class Benchmark:
         for variant, measured in exports.items():
             weights = bytes_per_token_for_config(checkpoint_dir, get_variant(variant))["total"]
             with self.progress.phase(f"{model} {variant}: ExecuTorch runtime ({cfg.repeats} repeats)"):
-                benches = [PteBench(m.pte, prompt, cfg.new_tokens, cfg.prefill_calls) for m in measured]
-                speeds = measure_interleaved(
-                    benches,
+                loaders = [
+                    functools.partial(PteBench, m.pte, prompt, cfg.new_tokens, cfg.prefill_calls)
+                    for m in measured
+                ]
+                speeds = measure_in_both_load_orders(
+                    loaders,
                     cfg.repeats,
                     on_run=lambda line, v=variant: self.progress(f"  {model} {v} {line}"),
                 )
-                del benches
-                gc.collect()
             profiles = self._decode_profiles(model, variant, measured)
             for m, speed, profile in zip(measured, speeds, profiles, strict=True):
                 self.progress(

@@ -21,10 +21,15 @@ the timed protocol:
   call in turn (order alternating every round), so a slow spell of a shared machine, which
   lasts seconds, falls on all of them alike. (Interleaving whole runs instead left the
   ratios of two identical programs 10 % apart from one run to the next.)
+- several programs are loaded twice (`measure_in_both_load_orders`): in the given order for
+  the first half of the repeats, in reverse for the rest. Loaded second, a copy of the same
+  program decoded 3-4 % faster than the first, steadily over paired repeats (Intel Xeon, 2
+  threads), a bias of the load order that one order alone would book to the programs.
 """
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 from collections.abc import Callable, Generator, Sequence
@@ -242,6 +247,44 @@ def measure_interleaved(
         SpeedResult.from_samples(s, len(b.prompt), b.new_tokens, b.chunk)
         for b, s in zip(benches, samples, strict=True)
     ]
+
+
+def measure_in_both_load_orders(
+    loaders: Sequence[Callable[[], PteBench]],
+    repeats: int,
+    warmup: bool = True,
+    on_run: Callable[[str], None] | None = None,
+) -> list[SpeedResult]:
+    """`measure_interleaved` over programs loaded by `loaders`, loaded in order for the first
+    half of the repeats (the extra one of an odd count) and in reverse for the rest, each set
+    released before the next loads; one SpeedResult per loader, in order, runs concatenated."""
+    if repeats < 1:
+        raise BenchmarkError(f"repeats must be >= 1, got {repeats}")
+    forward = list(range(len(loaders)))
+    halves = [(forward, repeats)]
+    if len(loaders) > 1 and repeats > 1:
+        halves = [(forward, repeats - repeats // 2), (forward[::-1], repeats // 2)]
+    parts: list[list[SpeedResult]] = [[] for _ in loaders]
+    for order, count in halves:
+        benches = [loaders[i]() for i in order]
+        for i, speed in zip(order, measure_interleaved(benches, count, warmup, on_run), strict=True):
+            parts[i].append(speed)
+        del benches
+        gc.collect()
+    return [_concatenated(p) for p in parts]
+
+
+def _concatenated(parts: Sequence[SpeedResult]) -> SpeedResult:
+    first = parts[0]
+    return SpeedResult(
+        prompt_len=first.prompt_len,
+        new_tokens=first.new_tokens,
+        prefill_chunk=first.prefill_chunk,
+        prefill_s=[s for p in parts for s in p.prefill_s],
+        decode_s=[s for p in parts for s in p.decode_s],
+        tokens=parts[-1].tokens,
+        decode_median_step_s=[s for p in parts for s in p.decode_median_step_s],
+    )
 
 
 def run_in_turns(benches: Sequence[PteBench], reverse: bool = False) -> list[RunSample]:

@@ -4,6 +4,7 @@ gives eager transformers' greedy tokens; the whole pipeline writes its outputs."
 from __future__ import annotations
 
 import json
+import weakref
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from executorch_optimum.benchmark.runtime_speed import (
     context_positions,
     make_prompt,
     measure_context_sweep,
+    measure_in_both_load_orders,
     measure_interleaved,
     measure_pte,
     run_in_turns,
@@ -120,6 +122,35 @@ def test_programs_take_turns_call_by_call(exported: dict) -> None:
     assert [first.tokens, second.tokens] == alone
     assert turns == [0, 1, 1, 0] * 3 + [0, 1] + [1] * 4
     assert len(first.decode_step_s) == 6 and len(second.decode_step_s) == 9
+
+
+def test_half_the_repeats_load_the_programs_in_reverse(exported: dict) -> None:
+    """A later-loaded program ran faster; the comparison loads each order for half the runs,
+    releases a set before loading the next, and hands each program back its own runs."""
+    pte = exported["measured"].pte
+    prompt = make_prompt(12, 512)
+    loads: list[str] = []
+    loaded: list[weakref.ref] = []
+
+    def loader(name: str, new_tokens: int):  # noqa: ANN202
+        def load() -> PteBench:
+            if len(loads) == 2:  # the second set begins: the first one must be released
+                assert all(ref() is None for ref in loaded)
+            loads.append(name)
+            bench = PteBench(pte, prompt, new_tokens=new_tokens)
+            loaded.append(weakref.ref(bench))
+            return bench
+
+        return load
+
+    a, b = measure_in_both_load_orders([loader("a", 3), loader("b", 5)], repeats=3, warmup=False)
+    assert loads == ["a", "b", "b", "a"]
+    assert len(a.decode_s) == len(b.decode_s) == len(a.decode_median_step_s) == 3
+    assert (a.new_tokens, b.new_tokens) == (3, 5)
+    assert len(a.tokens) == 4 and len(b.tokens) == 6
+    assert b.tokens[:4] == a.tokens  # the same program and prompt, greedy
+    with pytest.raises(BenchmarkError, match="repeats must be >= 1"):
+        measure_in_both_load_orders([loader("a", 1)], repeats=0)
 
 
 def test_runtime_rejects_too_long_a_run(exported: dict) -> None:
