@@ -987,6 +987,9 @@ inline void keep(uint32_t x) {
 // Parts of a decode step's keys: about kDecodePartKeys each, and at least kDecodeMinParts
 // (while parts keep kDecodeMinPartKeys keys) so that short contexts still feed a few threads.
 inline constexpr int64_t kDecodePartKeys = 64;
+// decode_part scores a whole part in one key block: decode_key_parts keeps parts within
+// kDecodePartKeys keys, and this keeps those within the block's scratch.
+static_assert(kDecodePartKeys <= detail::kKeyBlock, "a decode part must fit one key block");
 inline constexpr int64_t kDecodeMinParts = 4;
 inline constexpr int64_t kDecodeMinPartKeys = 16;
 
