@@ -10,7 +10,6 @@ in turn, moved by 10 % or more.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +65,15 @@ def compare_programs(
     # drawn once the vocabularies are known.
     benches = [PteBench(p, [0] * prompt_len, new_tokens, prefill_calls) for p in paths]
     vocab = min(b.metadata.vocab_size or 100 for b in benches)
-    del benches
     prompt = make_prompt(prompt_len, vocab)
-    loaders = [functools.partial(PteBench, p, prompt, new_tokens, prefill_calls) for p in paths]
+    for bench in benches:
+        bench.prompt = list(prompt)
+    # These programs serve the first half; the reversed half loads them afresh.
+    loaded = dict(enumerate(benches))
+    del benches
+
+    def loader(i: int) -> Callable[[], PteBench]:
+        return lambda: loaded.pop(i) if i in loaded else PteBench(paths[i], prompt, new_tokens, prefill_calls)
+
+    loaders = [loader(i) for i in range(len(paths))]
     return ProgramComparison(paths, measure_in_both_load_orders(loaders, repeats, on_run=on_run))
