@@ -494,6 +494,53 @@ EO_ALWAYS_INLINE inline void axpy_group(int64_t real, float* const* acc, const f
   }
 }
 
+// The cache rows (keys and values, every kv head) of the positions a thread scores next, handed
+// to the memory a few cache lines per scored key while the current rows are scored, so that
+// they stream in under the arithmetic instead of after it. Prefetches change no result.
+// Measured alternating decode steps in one SmolLM2 8da4w program (Intel Xeon, 2 threads):
+// 1.004x at 40 cache positions, 1.016x at 128, 1.046x at 600; with more but smaller parts
+// instead, 0.95x.
+struct RowPrefetch {
+  RowPrefetch() = default;
+  // Rows of positions [lo, hi] (slots lo % C onwards), spread over `scored_keys` key visits.
+  RowPrefetch(const float* k, Strides3 ks, const float* v, Strides3 vs, int64_t Hkv, int64_t D, int64_t C,
+              int64_t lo, int64_t hi, int64_t scored_keys)
+      : base_{reinterpret_cast<const char*>(k), reinterpret_cast<const char*>(v)},
+        slot_bytes_{ks.s * static_cast<int64_t>(sizeof(float)), vs.s * static_cast<int64_t>(sizeof(float))},
+        row_bytes_(((Hkv - 1) * std::max(ks.h, vs.h) + D) * static_cast<int64_t>(sizeof(float))),
+        C_(C),
+        slot_(lo % C),
+        left_(hi - lo + 1) {
+    const int64_t lines = left_ * ((row_bytes_ + kLine - 1) / kLine);
+    per_key_ = scored_keys > 0 ? (lines + scored_keys - 1) / scored_keys : lines;
+  }
+
+  // Hands over the lines due for `keys` scored keys.
+  EO_ALWAYS_INLINE void after_keys(int64_t keys) {
+    for (int64_t n = per_key_ * keys; n > 0 && left_ > 0; --n) {
+      __builtin_prefetch(base_[0] + slot_ * slot_bytes_[0] + offset_, 0, 3);
+      __builtin_prefetch(base_[1] + slot_ * slot_bytes_[1] + offset_, 0, 3);
+      offset_ += kLine;
+      if (offset_ >= row_bytes_) {
+        offset_ = 0;
+        slot_ = slot_ + 1 == C_ ? 0 : slot_ + 1;
+        --left_;
+      }
+    }
+  }
+
+ private:
+  static constexpr int64_t kLine = 64;
+  const char* base_[2] = {nullptr, nullptr};  // keys, values of one batch row
+  int64_t slot_bytes_[2] = {0, 0};
+  int64_t row_bytes_ = 0;  // one position's span over every kv head
+  int64_t C_ = 1;
+  int64_t slot_ = 0;  // the next position's slot
+  int64_t left_ = 0;  // positions not yet handed over
+  int64_t offset_ = 0;
+  int64_t per_key_ = 0;
+};
+
 // One work item: `rows` query rows (a tile of queries x a subgroup of the query heads that share
 // kv head `hkv`) against their key intervals, with an online softmax per row.
 struct RowSet {
@@ -507,6 +554,7 @@ struct RowSet {
   // query tile), not the rows of one item: the two paths round differently, and items split
   // by thread count must give the same bits.
   bool transpose_keys = false;
+  RowPrefetch* prefetch = nullptr;  // rows to prefetch while scoring (decode), or none
 };
 
 template <class V>
@@ -582,7 +630,11 @@ EO_ALWAYS_INLINE inline void attend_rows(RowSet& rs, int64_t rows, const float* 
         }
         if (!transposed) {
           for (int64_t j = ja[u]; j <= jb[u]; j += kLanes<V>) {
-            dot_keys<V>(rs.q[r], rs.krows.data() + j, std::min(kLanes<V>, jb[u] + 1 - j), D, s + j);
+            const int64_t count = std::min(kLanes<V>, jb[u] + 1 - j);
+            dot_keys<V>(rs.q[r], rs.krows.data() + j, count, D, s + j);
+            if (rs.prefetch != nullptr) {
+              rs.prefetch->after_keys(count);
+            }
           }
         }
         float block_max = -std::numeric_limits<float>::infinity();
@@ -1011,8 +1063,9 @@ inline constexpr int64_t kPositionMajorRowBytes = 4096;
 
 // Attention of a single query (S == 1, a decode step); see ring_sdpa for the contract. A decode
 // step finds each layer's cache cold in memory, so the work follows the memory: items are
-// parts of the keys (contiguous cache rows) with every kv head, each walked in address order
-// first (detail::touch_rows) and then scored from cache. One softmax per (query head, part),
+// parts of the keys (contiguous cache rows) with every kv head: a thread walks its first part in
+// address order (detail::touch_rows), and prefetches each next part while it scores the one
+// before (detail::RowPrefetch). One softmax per (query head, part),
 // merged at the end. Splitting by heads instead made each thread read one head's rows a stride
 // apart, waiting on one cache line after another: SmolLM2 8da4w decode ran 7-8 % slower at 128
 // cache positions and ~20 % slower at 900.
@@ -1033,6 +1086,7 @@ void ring_sdpa_decode(const float* q, Strides3 qs, const float* k, Strides3 ks, 
     detail::RowSet rs;
     rs.transpose_keys = (group + 3) / 4 * 4 >= detail::kTransposeRows;
     detail::DecodeScratch scratch;
+    detail::RowPrefetch prefetch;
     uint32_t touched = 0;
     for (int64_t u = begin; u < stop; ++u) {
       const int64_t part = u % parts;
@@ -1050,8 +1104,25 @@ void ring_sdpa_decode(const float* q, Strides3 qs, const float* k, Strides3 ks, 
         detail::decode_part_any(dp, sh.Hq, sh.Hkv, sh.D, sh.C, p, scratch);
         continue;
       }
-      touched |= detail::touch_rows(k + b * ks.b, ks, sh.Hkv, sh.D, sh.C, lo, hi);
-      touched |= detail::touch_rows(v + b * vs.b, vs, sh.Hkv, sh.D, sh.C, lo, hi);
+      // A thread's first part is walked before it is scored; each later one is prefetched while
+      // the part before it is scored (the transposed path, which has no per-key loop to hand the
+      // prefetches over from, walks every part).
+      const bool overlap = !rs.transpose_keys;
+      if (u == begin || !overlap) {
+        touched |= detail::touch_rows(k + b * ks.b, ks, sh.Hkv, sh.D, sh.C, lo, hi);
+        touched |= detail::touch_rows(v + b * vs.b, vs, sh.Hkv, sh.D, sh.C, lo, hi);
+      }
+      rs.prefetch = nullptr;
+      if (overlap && u + 1 < stop) {
+        const int64_t next_b = (u + 1) / parts;
+        const int64_t next_lo = key_lo + (u + 1) % parts * part_keys;
+        const int64_t next_hi = std::min(p.start_pos, next_lo + part_keys - 1);
+        if (next_lo <= next_hi) {
+          prefetch = detail::RowPrefetch(k + next_b * ks.b, ks, v + next_b * vs.b, vs, sh.Hkv, sh.D, sh.C, next_lo,
+                                         next_hi, group * (hi - lo + 1) * sh.Hkv);
+          rs.prefetch = &prefetch;
+        }
+      }
       for (int64_t hkv = 0; hkv < sh.Hkv; ++hkv) {
         rs.q.clear();
         rs.out.clear();
