@@ -279,6 +279,10 @@ EO_ALWAYS_INLINE inline void dot_keys(const float* q, const float* const* k, int
       sums[j] += q[d] * k[j][d];
     }
   }
+  if (count == L) {
+    store<V>(out, sums);  // a whole block: one vector store, not an inlined memcpy
+    return;
+  }
   for (int64_t j = 0; j < count; ++j) {
     out[j] = sums[j];
   }
@@ -868,6 +872,10 @@ EO_ALWAYS_INLINE inline void decode_part(const DecodePart& dp, int64_t Hq, int64
         }
       }
       float* s = sc.scores.data() + h * kKeyBlock + j0;
+      if (nj == L) {
+        store<V>(s, sums);
+        continue;
+      }
       for (int64_t i = 0; i < nj; ++i) {
         s[i] = sums[i];
       }
