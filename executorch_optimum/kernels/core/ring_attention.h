@@ -752,42 +752,60 @@ inline void attend_rows_any(RowSet& rs, int64_t rows, const float* kbase, const 
   attend_rows<vf4>(rs, rows, kbase, vbase, k_step, v_step, D, C, p);
 }
 
-// a[r] = <q row r, kh> summed lane-wise over the vector body of D, for R <= 4 query rows that
-// share one key row: each key vector is loaded once for all rows. Each row's products are
-// added in d order into one accumulator, as dot_keys does, so its scores have dot_keys' bits.
-template <class V, int R>
-EO_ALWAYS_INLINE inline void qk_rows(const float* q, int64_t q_h, const float* kh, int64_t body, float* out,
+// Keys scored together by qk_rows: kScoreKeys<V> x R accumulators (and the key and query
+// vectors) stay in registers; independent sums, so the adds overlap instead of each waiting on
+// the one before (one key at a time, a decode step waited on the add latency).
+template <class V>
+inline constexpr int kScoreKeys = kLanes<V> >= 16 ? 4 : 2;
+
+// a[r][k] = <q row r, key row kh[k]> summed lane-wise over the vector body of D, for R <= 4
+// query rows sharing K key rows: each key vector is loaded once for all rows. Each (row, key)'s
+// products are added in d order into one accumulator, as dot_keys does, so its scores have
+// dot_keys' bits. Row r, key k goes to out + r * out_step + k * L.
+template <class V, int R, int K>
+EO_ALWAYS_INLINE inline void qk_rows(const float* q, int64_t q_h, const float* const* kh, int64_t body, float* out,
                                      int64_t out_step) {
   constexpr int64_t L = kLanes<V>;
-  V a[R] = {};
+  V a[R][K] = {};
   for (int64_t d = 0; d < body; d += L) {
-    const V kv = load<V>(kh + d);
+    V kv[K];
+#pragma GCC unroll 4
+    for (int k = 0; k < K; ++k) {
+      kv[k] = load<V>(kh[k] + d);
+    }
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
-      a[r] += load<V>(q + r * q_h + d) * kv;
+      const V qv = load<V>(q + r * q_h + d);
+#pragma GCC unroll 4
+      for (int k = 0; k < K; ++k) {
+        a[r][k] += qv * kv[k];
+      }
     }
   }
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r) {
-    store<V>(out + r * out_step, a[r]);
+#pragma GCC unroll 4
+    for (int k = 0; k < K; ++k) {
+      store<V>(out + r * out_step + k * L, a[r][k]);
+    }
   }
 }
 
-template <class V>
-EO_ALWAYS_INLINE inline void qk_rows_any(int64_t rows, const float* q, int64_t q_h, const float* kh, int64_t body,
-                                         float* out, int64_t out_step) {
+template <class V, int K>
+EO_ALWAYS_INLINE inline void qk_rows_any(int64_t rows, const float* q, int64_t q_h, const float* const* kh,
+                                         int64_t body, float* out, int64_t out_step) {
   switch (rows) {
     case 1:
-      qk_rows<V, 1>(q, q_h, kh, body, out, out_step);
+      qk_rows<V, 1, K>(q, q_h, kh, body, out, out_step);
       break;
     case 2:
-      qk_rows<V, 2>(q, q_h, kh, body, out, out_step);
+      qk_rows<V, 2, K>(q, q_h, kh, body, out, out_step);
       break;
     case 3:
-      qk_rows<V, 3>(q, q_h, kh, body, out, out_step);
+      qk_rows<V, 3, K>(q, q_h, kh, body, out, out_step);
       break;
     default:
-      qk_rows<V, 4>(q, q_h, kh, body, out, out_step);
+      qk_rows<V, 4, K>(q, q_h, kh, body, out, out_step);
       break;
   }
 }
@@ -825,6 +843,8 @@ template <class V>
 EO_ALWAYS_INLINE inline void decode_part(const DecodePart& dp, int64_t Hq, int64_t Hkv, int64_t D, int64_t C,
                                          const RingSdpaParams& p, DecodeScratch& sc) {
   constexpr int64_t L = kLanes<V>;
+  constexpr int64_t K = kScoreKeys<V>;
+  static_assert(L % K == 0, "score keys must tile a block of lanes");
   const int64_t group = Hq / Hkv;
   const int64_t n = dp.hi - dp.lo + 1;
   const int64_t body = D / L * L;
@@ -841,20 +861,26 @@ EO_ALWAYS_INLINE inline void decode_part(const DecodePart& dp, int64_t Hq, int64
   // sum_lanes_each then turns a head's L vectors into its L scores (as in dot_keys).
   for (int64_t j0 = 0; j0 < n; j0 += L) {
     const int64_t nj = std::min(L, n - j0);
-    for (int64_t i = 0; i < L; ++i) {
-      if (i >= nj) {
-        for (int64_t h = 0; h < Hq; ++h) {
-          store<V>(lanes + (h * L + i) * L, V{});
-        }
-        continue;
+    for (int64_t i0 = 0; i0 < nj; i0 += K) {
+      // Keys past the part score a real row (the part's last) and are zeroed below.
+      const float* krow[K];
+      for (int64_t k = 0; k < K; ++k) {
+        krow[k] = dp.k + slot_of(j0 + std::min(i0 + k, nj - 1)) * dp.ks.s;
       }
-      const float* krow = dp.k + slot_of(j0 + i) * dp.ks.s;
       for (int64_t hkv = 0; hkv < Hkv; ++hkv) {
+        const float* kh[K];
+        for (int64_t k = 0; k < K; ++k) {
+          kh[k] = krow[k] + hkv * dp.ks.h;
+        }
         for (int64_t h0 = hkv * group; h0 < (hkv + 1) * group; h0 += 4) {
           const int64_t rows = std::min<int64_t>(4, (hkv + 1) * group - h0);
-          qk_rows_any<V>(rows, dp.q + h0 * dp.q_h, dp.q_h, krow + hkv * dp.ks.h, body, lanes + (h0 * L + i) * L,
-                         L * L);
+          qk_rows_any<V, K>(rows, dp.q + h0 * dp.q_h, dp.q_h, kh, body, lanes + (h0 * L + i0) * L, L * L);
         }
+      }
+    }
+    for (int64_t i = nj; i < L; ++i) {
+      for (int64_t h = 0; h < Hq; ++h) {
+        store<V>(lanes + (h * L + i) * L, V{});
       }
     }
     for (int64_t h = 0; h < Hq; ++h) {
@@ -898,6 +924,7 @@ EO_ALWAYS_INLINE inline void decode_part(const DecodePart& dp, int64_t Hq, int64
   // Values, kPvRows positions per pass over the accumulators (as axpy_rows: two vectors of a
   // row at a time, keys in order, a scalar tail past the last pair).
   constexpr int64_t kPvRows = 4;
+  constexpr int64_t kPvVectors = L >= 16 ? 8 : 4;
   const int64_t vbody = D / (2 * L) * (2 * L);
   for (int64_t j0 = 0; j0 < n; j0 += kPvRows) {
     const int64_t nj = std::min(kPvRows, n - j0);
@@ -909,7 +936,26 @@ EO_ALWAYS_INLINE inline void decode_part(const DecodePart& dp, int64_t Hq, int64
       const float* w = sc.scores.data() + h * kKeyBlock + j0;
       const int64_t vh = (h / group) * dp.vs.h;
       float* acc = sc.acc.data() + h * D;
-      for (int64_t d = 0; d < vbody; d += 2 * L) {
+      int64_t d = 0;
+      // kPvVectors accumulators at a time (independent sums: the adds overlap), then pairs.
+      for (; d + kPvVectors * L <= vbody; d += kPvVectors * L) {
+        V a[kPvVectors];
+#pragma GCC unroll 8
+        for (int64_t t = 0; t < kPvVectors; ++t) {
+          a[t] = load<V>(acc + d + t * L);
+        }
+        for (int64_t i = 0; i < nj; ++i) {
+#pragma GCC unroll 8
+          for (int64_t t = 0; t < kPvVectors; ++t) {
+            a[t] += w[i] * load<V>(vrows[i] + vh + d + t * L);
+          }
+        }
+#pragma GCC unroll 8
+        for (int64_t t = 0; t < kPvVectors; ++t) {
+          store<V>(acc + d + t * L, a[t]);
+        }
+      }
+      for (; d < vbody; d += 2 * L) {
         V a0 = load<V>(acc + d);
         V a1 = load<V>(acc + d + L);
         for (int64_t i = 0; i < nj; ++i) {
@@ -919,7 +965,7 @@ EO_ALWAYS_INLINE inline void decode_part(const DecodePart& dp, int64_t Hq, int64
         store<V>(acc + d, a0);
         store<V>(acc + d + L, a1);
       }
-      for (int64_t d = vbody; d < D; ++d) {
+      for (; d < D; ++d) {
         for (int64_t i = 0; i < nj; ++i) {
           acc[d] += w[i] * vrows[i][vh + d];
         }
