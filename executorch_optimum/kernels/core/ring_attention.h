@@ -1142,11 +1142,14 @@ void ring_sdpa_decode(const float* q, Strides3 qs, const float* k, Strides3 ks, 
     detail::DecodeScratch scratch;
     detail::RowPrefetch prefetch;
     uint32_t touched = 0;
+    // Item u: batch row u / parts, keys [first_key(u), last_key(u)] (empty past the last key).
+    auto first_key = [&](int64_t u) { return key_lo + u % parts * part_keys; };
+    auto last_key = [&](int64_t u) { return std::min(p.start_pos, first_key(u) + part_keys - 1); };
     for (int64_t u = begin; u < stop; ++u) {
       const int64_t part = u % parts;
       const int64_t b = u / parts;
-      const int64_t lo = key_lo + part * part_keys;
-      const int64_t hi = std::min(p.start_pos, lo + part_keys - 1);
+      const int64_t lo = first_key(u);
+      const int64_t hi = last_key(u);
       if (lo > hi) {
         continue;  // fewer keys than parts * part_keys: this part is empty (its sum stays 0)
       }
@@ -1169,8 +1172,8 @@ void ring_sdpa_decode(const float* q, Strides3 qs, const float* k, Strides3 ks, 
       rs.prefetch = nullptr;
       if (overlap && u + 1 < stop) {
         const int64_t next_b = (u + 1) / parts;
-        const int64_t next_lo = key_lo + (u + 1) % parts * part_keys;
-        const int64_t next_hi = std::min(p.start_pos, next_lo + part_keys - 1);
+        const int64_t next_lo = first_key(u + 1);
+        const int64_t next_hi = last_key(u + 1);
         if (next_lo <= next_hi) {
           prefetch = detail::RowPrefetch(k + next_b * ks.b, ks, v + next_b * vs.b, vs, sh.Hkv, sh.D, sh.C, next_lo,
                                          next_hi, group * (hi - lo + 1) * sh.Hkv);
