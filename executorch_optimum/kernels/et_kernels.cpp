@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <type_traits>
 #include <vector>
 
 #include "executorch_optimum/kernels/core/ring_attention.h"
@@ -55,6 +56,31 @@ bool last_dim_contiguous(const Tensor& t) {
   return t.size(3) <= 1 || t.strides()[3] == 1;
 }
 
+// Caches are float32 or float16 (the opt-in 16-bit KV cache).
+bool cache_type(const Tensor& t) {
+  return t.scalar_type() == ScalarType::Float || t.scalar_type() == ScalarType::Half;
+}
+
+// Calls fn(T{}) with T the element type of `cache` (float or eo::core::half) as the kernels see it.
+template <class Fn>
+void with_cache_type(const Tensor& cache, Fn&& fn) {
+  if (cache.scalar_type() == ScalarType::Half) {
+    fn(eo::core::half{});
+  } else {
+    fn(float{});
+  }
+}
+
+// A cache's data as the kernels' element type T.
+template <class T>
+T* cache_data(const Tensor& t) {
+  if constexpr (std::is_same_v<T, float>) {
+    return t.mutable_data_ptr<float>();
+  } else {
+    return reinterpret_cast<T*>(t.mutable_data_ptr<executorch::aten::Half>());
+  }
+}
+
 // ---- ring_update_cache -----------------------------------------------------------------------
 
 Tensor& ring_update_cache_out(KernelRuntimeContext& ctx, const Tensor& value, Tensor& cache,
@@ -64,9 +90,8 @@ Tensor& ring_update_cache_out(KernelRuntimeContext& ctx, const Tensor& value, Te
   const char* err = eo::core::check_ring_update(value.dim(), cache.dim(), vs.data(), cs.data(), start_pos);
   ET_KERNEL_CHECK_MSG(ctx, err == nullptr, InvalidArgument, out, "eo::ring_update_cache: %s",
                       err ? err : "");
-  ET_KERNEL_CHECK_MSG(ctx,
-                      value.scalar_type() == ScalarType::Float && cache.scalar_type() == ScalarType::Float,
-                      InvalidArgument, out, "eo::ring_update_cache takes float32 value and cache");
+  ET_KERNEL_CHECK_MSG(ctx, value.scalar_type() == ScalarType::Float && cache_type(cache), InvalidArgument, out,
+                      "eo::ring_update_cache takes a float32 value and a float32 or float16 cache");
   ET_KERNEL_CHECK_MSG(ctx, last_dim_contiguous(value) && last_dim_contiguous(cache), InvalidArgument, out,
                       "eo::ring_update_cache: the last dim must be contiguous");
   ET_KERNEL_CHECK_MSG(ctx, out.scalar_type() == ScalarType::Long, InvalidArgument, out,
@@ -74,8 +99,10 @@ Tensor& ring_update_cache_out(KernelRuntimeContext& ctx, const Tensor& value, Te
   const executorch::aten::SizesType one[1] = {1};
   ET_KERNEL_CHECK(ctx, executorch::runtime::resize_tensor(out, {one, 1}) == Error::Ok, InvalidArgument,
                   out);
-  eo::core::ring_update_cache(value.const_data_ptr<float>(), strides3(value), cache.mutable_data_ptr<float>(),
-                              strides3(cache), vs[0], vs[1], vs[2], vs[3], cs[1], start_pos);
+  with_cache_type(cache, [&](auto type) {
+    eo::core::ring_update_cache(value.const_data_ptr<float>(), strides3(value), cache_data<decltype(type)>(cache),
+                                strides3(cache), vs[0], vs[1], vs[2], vs[3], cs[1], start_pos);
+  });
   out.mutable_data_ptr<int64_t>()[0] = start_pos + vs[1];
   return out;
 }
@@ -92,9 +119,10 @@ bool prepare_ring_sdpa(KernelRuntimeContext& ctx, const char* op, const Tensor& 
       eo::core::check_ring_sdpa(query.dim(), k_cache.dim(), v_cache.dim(), qs.data(), ks.data(), vs.data(), p);
   ET_KERNEL_CHECK_MSG(ctx, err == nullptr, InvalidArgument, false, "%s: %s", op, err ? err : "");
   ET_KERNEL_CHECK_MSG(ctx,
-                      query.scalar_type() == ScalarType::Float && k_cache.scalar_type() == ScalarType::Float &&
-                          v_cache.scalar_type() == ScalarType::Float && out.scalar_type() == ScalarType::Float,
-                      InvalidArgument, false, "%s takes float32 tensors", op);
+                      query.scalar_type() == ScalarType::Float && out.scalar_type() == ScalarType::Float &&
+                          cache_type(k_cache) && v_cache.scalar_type() == k_cache.scalar_type(),
+                      InvalidArgument, false, "%s takes a float32 query and float32 or float16 caches of one dtype",
+                      op);
   ET_KERNEL_CHECK_MSG(ctx, last_dim_contiguous(query) && last_dim_contiguous(k_cache) &&
                                last_dim_contiguous(v_cache),
                       InvalidArgument, false, "%s: the last dim must be contiguous", op);
@@ -114,12 +142,15 @@ void run_ring_sdpa(KernelRuntimeContext& ctx, const char* op, const float* q, eo
   const eo::core::RingSdpaShape sh{qs[0], qs[1], qs[2], ks[2], qs[3], ks[1]};
   bool ok = true;
   const int64_t threads = std::max<int64_t>(1, executorch::extension::get_thread_count());
-  eo::core::ring_sdpa(q, q_strides, k_cache.const_data_ptr<float>(), strides3(k_cache),
-                      v_cache.const_data_ptr<float>(), strides3(v_cache), out.mutable_data_ptr<float>(), sh, p,
-                      threads, [&ok, threads](int64_t n, const auto& fn) {
-                        const int64_t grain = std::max<int64_t>(1, n / (4 * threads));
-                        ok = executorch::extension::parallel_for(0, n, grain, fn);
-                      });
+  with_cache_type(k_cache, [&](auto type) {
+    using T = decltype(type);
+    eo::core::ring_sdpa(q, q_strides, static_cast<const T*>(cache_data<T>(k_cache)), strides3(k_cache),
+                        static_cast<const T*>(cache_data<T>(v_cache)), strides3(v_cache),
+                        out.mutable_data_ptr<float>(), sh, p, threads, [&ok, threads](int64_t n, const auto& fn) {
+                          const int64_t grain = std::max<int64_t>(1, n / (4 * threads));
+                          ok = executorch::extension::parallel_for(0, n, grain, fn);
+                        });
+  });
   ET_KERNEL_CHECK_MSG(ctx, ok, Internal, , "%s: parallel_for failed", op);
 }
 
@@ -220,8 +251,9 @@ Tensor& any_rope_kv_update_out(KernelRuntimeContext& ctx, const char* op, const 
                       op);
   ET_KERNEL_CHECK_MSG(ctx,
                       key.scalar_type() == ScalarType::Float && value.scalar_type() == ScalarType::Float &&
-                          k_cache.scalar_type() == ScalarType::Float && v_cache.scalar_type() == ScalarType::Float,
-                      InvalidArgument, out, "%s takes float32 keys, values and caches", op);
+                          cache_type(k_cache) && v_cache.scalar_type() == k_cache.scalar_type(),
+                      InvalidArgument, out, "%s takes float32 keys and values, and float32 or float16 caches of one dtype",
+                      op);
   ET_KERNEL_CHECK_MSG(ctx,
                       last_dim_contiguous(key) && last_dim_contiguous(value) && last_dim_contiguous(k_cache) &&
                           last_dim_contiguous(v_cache),
@@ -236,11 +268,14 @@ Tensor& any_rope_kv_update_out(KernelRuntimeContext& ctx, const char* op, const 
                       op);
   const executorch::aten::SizesType one[1] = {1};
   ET_KERNEL_CHECK(ctx, executorch::runtime::resize_tensor(out, {one, 1}) == Error::Ok, InvalidArgument, out);
-  eo::core::ring_update_rotated(key.const_data_ptr<float>(), strides3(key), value.const_data_ptr<float>(),
-                                strides3(value), cos.const_data_ptr<float>(), sin.const_data_ptr<float>(),
-                                tables[0] == 1 ? 0 : tables[1] * tables[2], k_cache.mutable_data_ptr<float>(),
-                                strides3(k_cache), v_cache.mutable_data_ptr<float>(), strides3(v_cache), ks[0], ks[1],
-                                ks[2], ks[3], cs[1], start_pos, norm);
+  with_cache_type(k_cache, [&](auto type) {
+    using T = decltype(type);
+    eo::core::ring_update_rotated(key.const_data_ptr<float>(), strides3(key), value.const_data_ptr<float>(),
+                                  strides3(value), cos.const_data_ptr<float>(), sin.const_data_ptr<float>(),
+                                  tables[0] == 1 ? 0 : tables[1] * tables[2], cache_data<T>(k_cache),
+                                  strides3(k_cache), cache_data<T>(v_cache), strides3(v_cache), ks[0], ks[1], ks[2],
+                                  ks[3], cs[1], start_pos, norm);
+  });
   out.mutable_data_ptr<int64_t>()[0] = start_pos + ks[1];
   return out;
 }

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <array>
 #include <string_view>
+#include <type_traits>
 
 #include "executorch_optimum/kernels/core/ring_attention.h"
 #include "executorch_optimum/kernels/core/rotary.h"
@@ -61,6 +62,32 @@ void check_float(const at::Tensor& t, const char* op, const char* name) {
   TORCH_CHECK(t.scalar_type() == at::kFloat, op, ": ", name, " must be float32, got ", t.scalar_type());
 }
 
+// Caches are float32 or float16 (the opt-in 16-bit KV cache).
+void check_cache(const at::Tensor& t, const char* op, const char* name) {
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kHalf, op, ": ", name,
+              " must be float32 or float16, got ", t.scalar_type());
+}
+
+// Calls fn(T{}) with T the element type of `cache` (float or eo::core::half) as the kernels see it.
+template <class Fn>
+void with_cache_type(const at::Tensor& cache, Fn&& fn) {
+  if (cache.scalar_type() == at::kHalf) {
+    fn(eo::core::half{});
+  } else {
+    fn(float{});
+  }
+}
+
+// A cache's data as the kernels' element type T.
+template <class T>
+T* cache_data(const at::Tensor& t) {
+  if constexpr (std::is_same_v<T, float>) {
+    return t.data_ptr<float>();
+  } else {
+    return reinterpret_cast<T*>(t.data_ptr<at::Half>());
+  }
+}
+
 // ---- ring_update_cache -----------------------------------------------------------------------
 
 void check_ring_update(const at::Tensor& value, const at::Tensor& cache, int64_t start_pos) {
@@ -69,7 +96,7 @@ void check_ring_update(const at::Tensor& value, const at::Tensor& cache, int64_t
   TORCH_CHECK(err == nullptr, "eo::ring_update_cache: ", err ? err : "", " (value ", value.sizes(),
               ", cache ", cache.sizes(), ", start_pos ", start_pos, ")");
   check_float(value, "eo::ring_update_cache", "value");
-  check_float(cache, "eo::ring_update_cache", "cache");
+  check_cache(cache, "eo::ring_update_cache", "cache");
   TORCH_CHECK(cache.size(3) <= 1 || cache.stride(3) == 1,
               "eo::ring_update_cache: the cache's last dim must be contiguous");
 }
@@ -80,9 +107,11 @@ at::Tensor& ring_update_cache_out(const at::Tensor& value, at::Tensor& cache, in
   TORCH_CHECK(out.scalar_type() == at::kLong, "eo::ring_update_cache: out must be int64");
   out.resize_({1});
   const at::Tensor v = last_dim_contiguous(value);
-  eo::core::ring_update_cache(v.const_data_ptr<float>(), strides3(v), cache.mutable_data_ptr<float>(),
-                              strides3(cache), v.size(0), v.size(1), v.size(2), v.size(3), cache.size(1),
-                              start_pos);
+  with_cache_type(cache, [&](auto type) {
+    eo::core::ring_update_cache(v.const_data_ptr<float>(), strides3(v), cache_data<decltype(type)>(cache),
+                                strides3(cache), v.size(0), v.size(1), v.size(2), v.size(3), cache.size(1),
+                                start_pos);
+  });
   out.mutable_data_ptr<int64_t>()[0] = start_pos + value.size(1);
   return out;
 }
@@ -116,8 +145,9 @@ void check_ring_sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   TORCH_CHECK(err == nullptr, "eo::ring_sdpa: ", err ? err : "", " (query ", q.sizes(), ", k_cache ",
               k.sizes(), ", v_cache ", v.sizes(), ")");
   check_float(q, "eo::ring_sdpa", "query");
-  check_float(k, "eo::ring_sdpa", "k_cache");
-  check_float(v, "eo::ring_sdpa", "v_cache");
+  check_cache(k, "eo::ring_sdpa", "k_cache");
+  TORCH_CHECK(v.scalar_type() == k.scalar_type(), "eo::ring_sdpa: k_cache and v_cache must have the same dtype, got ",
+              k.scalar_type(), " and ", v.scalar_type());
 }
 
 at::Tensor& ring_sdpa_out(const at::Tensor& query, const at::Tensor& k_cache, const at::Tensor& v_cache,
@@ -133,12 +163,15 @@ at::Tensor& ring_sdpa_out(const at::Tensor& query, const at::Tensor& k_cache, co
   const at::Tensor v = last_dim_contiguous(v_cache);
   const eo::core::RingSdpaShape sh{q.size(0), q.size(1), q.size(2), k.size(2), q.size(3), k.size(1)};
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-  eo::core::ring_sdpa(q.const_data_ptr<float>(), strides3(q), k.const_data_ptr<float>(), strides3(k),
-                      v.const_data_ptr<float>(), strides3(v), out.mutable_data_ptr<float>(), sh, p, threads,
-                      [threads](int64_t n, const auto& fn) {
-                        const int64_t grain = std::max<int64_t>(1, n / (4 * threads));
-                        at::parallel_for(0, n, grain, fn);
-                      });
+  with_cache_type(k, [&](auto type) {
+    using T = decltype(type);
+    eo::core::ring_sdpa(q.const_data_ptr<float>(), strides3(q), static_cast<const T*>(cache_data<T>(k)), strides3(k),
+                        static_cast<const T*>(cache_data<T>(v)), strides3(v), out.mutable_data_ptr<float>(), sh, p,
+                        threads, [threads](int64_t n, const auto& fn) {
+                          const int64_t grain = std::max<int64_t>(1, n / (4 * threads));
+                          at::parallel_for(0, n, grain, fn);
+                        });
+  });
   return out;
 }
 
@@ -237,6 +270,9 @@ at::Tensor& any_rope_kv_update_out(const char* op, const at::Tensor& key, const 
               ": key and value, and k_cache and v_cache, must have the same shapes (key ", key.sizes(), ", value ",
               value.sizes(), ", k_cache ", k_cache.sizes(), ", v_cache ", v_cache.sizes(), ")");
   check_rotary(op, "key", key, cos, sin);
+  TORCH_CHECK(k_cache.scalar_type() == v_cache.scalar_type(), op,
+              ": k_cache and v_cache must have the same dtype, got ", k_cache.scalar_type(), " and ",
+              v_cache.scalar_type());
   at::Tensor weight;
   const eo::core::RowNorm norm = row_norm(op, key, norm_weight, norm_eps, weight);
   TORCH_CHECK(out.scalar_type() == at::kLong, op, ": out must be int64");
@@ -245,11 +281,14 @@ at::Tensor& any_rope_kv_update_out(const char* op, const at::Tensor& key, const 
   const at::Tensor v = last_dim_contiguous(value);
   const at::Tensor c = cos.contiguous();
   const at::Tensor n = sin.contiguous();
-  eo::core::ring_update_rotated(k.const_data_ptr<float>(), strides3(k), v.const_data_ptr<float>(), strides3(v),
-                                c.const_data_ptr<float>(), n.const_data_ptr<float>(),
-                                c.size(0) == 1 ? 0 : c.stride(0), k_cache.mutable_data_ptr<float>(),
-                                strides3(k_cache), v_cache.mutable_data_ptr<float>(), strides3(v_cache), k.size(0),
-                                k.size(1), k.size(2), k.size(3), k_cache.size(1), start_pos, norm);
+  with_cache_type(k_cache, [&](auto type) {
+    using T = decltype(type);
+    eo::core::ring_update_rotated(k.const_data_ptr<float>(), strides3(k), v.const_data_ptr<float>(), strides3(v),
+                                  c.const_data_ptr<float>(), n.const_data_ptr<float>(),
+                                  c.size(0) == 1 ? 0 : c.stride(0), cache_data<T>(k_cache), strides3(k_cache),
+                                  cache_data<T>(v_cache), strides3(v_cache), k.size(0), k.size(1), k.size(2),
+                                  k.size(3), k_cache.size(1), start_pos, norm);
+  });
   out.mutable_data_ptr<int64_t>()[0] = start_pos + key.size(1);
   return out;
 }

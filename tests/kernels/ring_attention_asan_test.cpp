@@ -1,8 +1,10 @@
 // The ring attention kernel on raw buffers, built with AddressSanitizer, against a float64
 // reference: every SIMD path (EO_KERNELS_SIMD, set per test target) over shapes that reach each
 // code path of the kernel (few rows / transposed blocks, windows starting inside a key block,
-// head-dim tails, softcap, queries with no key, several thread splits, merged key parts). A read or write outside
-// the caller's buffers or the kernel's own scratch fails the test even when the numbers agree.
+// head-dim tails, softcap, queries with no key, several thread splits, merged key parts), with
+// float and with half caches (against the float64 attention over the half-rounded rows). A read or
+// write outside the caller's buffers or the kernel's own scratch fails the test even when the
+// numbers agree.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -61,7 +63,9 @@ std::vector<double> reference(const Case& c, const std::vector<float>& q, const 
   return out;
 }
 
-// Max of |got - want| / (2e-5 + 1e-4 |want|): <= 1 passes (the Python tests' tolerance).
+// Max of |got - want| / (2e-5 + 1e-4 |want|): <= 1 passes (the Python tests' tolerance). T is the
+// caches' element type; the reference reads the same (rounded) rows as floats.
+template <class T>
 double run_case(const Case& c, int64_t threads, std::mt19937& rng) {
   std::normal_distribution<float> normal(0.0f, 1.5f);
   auto fill = [&](std::vector<float>& x, std::size_t n) {
@@ -74,11 +78,18 @@ double run_case(const Case& c, int64_t threads, std::mt19937& rng) {
   fill(q, static_cast<std::size_t>(c.S * c.Hq * c.D));
   fill(k, static_cast<std::size_t>(c.C * c.Hkv * c.D));
   fill(v, static_cast<std::size_t>(c.C * c.Hkv * c.D));
+  std::vector<T> k_cache(k.size()), v_cache(v.size());
+  eo::core::store_row(k_cache.data(), k.data(), static_cast<int64_t>(k.size()));
+  eo::core::store_row(v_cache.data(), v.data(), static_cast<int64_t>(v.size()));
+  for (std::size_t i = 0; i < k.size(); ++i) {
+    k[i] = static_cast<float>(k_cache[i]);
+    v[i] = static_cast<float>(v_cache[i]);
+  }
   std::vector<float> out(q.size(), NAN);
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.D));
   const eo::core::Strides3 qs{c.S * c.Hq * c.D, c.Hq * c.D, c.D};
   const eo::core::Strides3 ks{c.C * c.Hkv * c.D, c.Hkv * c.D, c.D};
-  eo::core::ring_sdpa(q.data(), qs, k.data(), ks, v.data(), ks, out.data(),
+  eo::core::ring_sdpa(q.data(), qs, k_cache.data(), ks, v_cache.data(), ks, out.data(),
                       eo::core::RingSdpaShape{1, c.S, c.Hq, c.Hkv, c.D, c.C},
                       eo::core::RingSdpaParams{c.start, c.window, scale, c.softcap}, threads,
                       [](int64_t n, const auto& fn) {
@@ -121,12 +132,14 @@ int main() {
   std::mt19937 rng(0);
   int failures = 0;
   for (const Case& c : cases) {
-    for (int64_t threads : {1, 2, 5}) {
-      const double worst = run_case(c, threads, rng);
-      const bool ok = worst <= 1.0;
-      failures += ok ? 0 : 1;
-      std::printf("%s %s threads=%lld worst=%.3g\n", ok ? "PASS" : "FAIL", c.name, static_cast<long long>(threads),
-                  worst);
+    for (const bool half : {false, true}) {
+      for (int64_t threads : {1, 2, 5}) {
+        const double worst = half ? run_case<eo::core::half>(c, threads, rng) : run_case<float>(c, threads, rng);
+        const bool ok = worst <= 1.0;
+        failures += ok ? 0 : 1;
+        std::printf("%s %s %s threads=%lld worst=%.3g\n", ok ? "PASS" : "FAIL", c.name, half ? "half" : "float",
+                    static_cast<long long>(threads), worst);
+      }
     }
   }
   return failures == 0 ? 0 : 1;

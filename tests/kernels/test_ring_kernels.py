@@ -52,12 +52,14 @@ CASES = {
 }
 
 
-def _run_sequence(case: Case, start: int = 0) -> None:
+def _run_sequence(case: Case, start: int = 0, cache_dtype: torch.dtype = torch.float32) -> None:
+    """A float16 cache holds each key and value rounded to nearest (torch's own rounding), and
+    attention must be the float64 attention over those rounded rows."""
     kernels.load_torch_ops()
     shape = (case.batch, case.capacity, case.kv_heads, case.head_dim)
     # Empty slots hold NaN: a kernel that reads one produces NaN and fails the comparison.
-    k_cache = torch.full(shape, float("nan"))
-    v_cache = torch.full(shape, float("nan"))
+    k_cache = torch.full(shape, float("nan"), dtype=cache_dtype)
+    v_cache = torch.full(shape, float("nan"), dtype=cache_dtype)
     initial = k_cache.clone()
     ref = RingReference(case.batch, case.capacity, case.kv_heads, case.head_dim)
     pos = start
@@ -68,7 +70,7 @@ def _run_sequence(case: Case, start: int = 0) -> None:
         end_k = kernels.ring_update_cache(k, k_cache, pos)
         end_v = torch.ops.eo.ring_update_cache(v, v_cache, pos)
         assert end_k.dtype == torch.int64 and end_k.tolist() == [pos + seq] == end_v.tolist()
-        ref.update(pos, k, v)
+        ref.update(pos, k.to(cache_dtype), v.to(cache_dtype))
         torch.testing.assert_close(
             k_cache.double(), ref.expected_cache(initial, "k"), rtol=0, atol=0, equal_nan=True
         )
@@ -87,6 +89,11 @@ def _run_sequence(case: Case, start: int = 0) -> None:
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_ring_sequence_matches_reference(name):
     _run_sequence(CASES[name])
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_half_cache_sequence_matches_reference(name):
+    _run_sequence(CASES[name], cache_dtype=torch.float16)
 
 
 def test_update_more_rows_than_ring_keeps_last_rows():
@@ -289,6 +296,7 @@ def test_narrower_simd_paths_match_reference(cap, name):
         "from executorch_optimum import kernels\n"
         f"assert {name!r} in kernels.build_info()['simd'], kernels.build_info()['simd']\n"
         "for name in sorted(t.CASES): t._run_sequence(t.CASES[name])\n"
+        "for name in sorted(t.CASES): t._run_sequence(t.CASES[name], cache_dtype=torch.float16)\n"
         "t.test_full_layer_on_linear_cache_is_causal_attention()\n"
         "for name in sorted(t.LONG_SHAPES): t._run_long_sequence(*t.LONG_SHAPES[name])\n"
     )
@@ -387,6 +395,41 @@ def test_rope_kv_update_is_transformers_rotary_then_ring_update(table_batch, seq
     unrotated = torch.randn(batch, capacity, heads, dim)
     torch.ops.eo.ring_update_cache(key, unrotated, start)
     assert not torch.allclose(k_cache, unrotated)
+
+
+@pytest.mark.parametrize("norm", [False, True])
+def test_rope_kv_update_into_half_caches_rounds_the_float_results(norm):
+    """Into float16 caches the (normalised and) rotated keys and the values are the float32
+    caches' rows rounded to nearest: the same arithmetic, then one rounding."""
+    kernels.load_torch_ops()
+    torch.manual_seed(0)
+    batch, seq, heads, dim, capacity, start = 2, 6, 3, 24, 5, 7
+    key = torch.randn(batch, heads, seq, dim).transpose(1, 2) * 3.0
+    value = torch.randn(batch, heads, seq, dim).transpose(1, 2)
+    angles = torch.rand(1, seq, dim // 2) * 6.0
+    cos, sin = torch.cat([angles, angles], -1).cos(), torch.cat([angles, angles], -1).sin()
+    norm_args = (torch.rand(dim) + 0.5, 1e-6) if norm else ()
+    op = torch.ops.eo.norm_rope_kv_update if norm else torch.ops.eo.rope_kv_update
+    wide = [torch.zeros(batch, capacity, heads, dim) for _ in range(2)]
+    narrow = [torch.zeros(batch, capacity, heads, dim, dtype=torch.float16) for _ in range(2)]
+    op(key, value, cos, sin, *wide, start, *norm_args)
+    end = op(key, value, cos, sin, *narrow, start, *norm_args)
+    assert end.tolist() == [start + seq]
+    assert torch.equal(narrow[0], wide[0].half()) and torch.equal(narrow[1], wide[1].half())
+    assert not torch.equal(narrow[0].float(), wide[0])  # the rounding happened
+
+
+def test_caches_of_mixed_dtypes_are_rejected():
+    kernels.load_torch_ops()
+    q = torch.randn(1, 2, 4, 8)
+    k_cache, v_cache = torch.zeros(1, 4, 2, 8, dtype=torch.float16), torch.zeros(1, 4, 2, 8)
+    with pytest.raises(RuntimeError, match="same dtype"):
+        torch.ops.eo.ring_sdpa(q, k_cache, v_cache, 0, 0, 1.0, 0.0)
+    table = torch.ones(1, 2, 8)
+    with pytest.raises(RuntimeError, match="same dtype"):
+        torch.ops.eo.rope_kv_update(q[:, :, :2], q[:, :, :2], table, table, k_cache, v_cache, 0)
+    with pytest.raises(RuntimeError, match="float32 or float16"):
+        torch.ops.eo.ring_update_cache(q[:, :, :2], k_cache.bfloat16(), 0)
 
 
 def _head_norm(dim: int) -> torch.nn.Module:

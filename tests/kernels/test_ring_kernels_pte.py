@@ -38,12 +38,12 @@ CASES = {
 
 
 class RingAttention(torch.nn.Module):
-    def __init__(self, case: Case) -> None:
+    def __init__(self, case: Case, cache_dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         self.case = case
         shape = (case.batch, case.capacity, case.kv_heads, case.head_dim)
-        self.register_buffer("k_cache", torch.zeros(shape))
-        self.register_buffer("v_cache", torch.zeros(shape))
+        self.register_buffer("k_cache", torch.zeros(shape, dtype=cache_dtype))
+        self.register_buffer("v_cache", torch.zeros(shape, dtype=cache_dtype))
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, input_pos: torch.Tensor):
         start = input_pos[0].item()
@@ -66,10 +66,10 @@ def _inputs(case: Case, seq: int, pos: int) -> tuple[torch.Tensor, ...]:
     )
 
 
-def _export(case: Case, path) -> None:
+def _export(case: Case, path, cache_dtype: torch.dtype) -> None:
     seq = torch.export.Dim("seq", min=1, max=max(case.chunks))
     exported = torch.export.export(
-        RingAttention(case),
+        RingAttention(case, cache_dtype),
         _inputs(case, 2, 0),
         dynamic_shapes=({1: seq}, {1: seq}, {1: seq}, None),
     )
@@ -79,23 +79,27 @@ def _export(case: Case, path) -> None:
     path.write_bytes(program.buffer)
 
 
+@pytest.mark.parametrize("cache_dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_pte_ring_sequence_matches_reference(name, tmp_path):
+def test_pte_ring_sequence_matches_reference(name, cache_dtype, tmp_path):
+    """A float16 cache: the runtime's kernels store rows rounded as torch rounds them, and attend
+    over the rounded rows."""
     case = CASES[name]
     kernels.load_torch_ops()
     kernels.load_et_kernels()
     pte = tmp_path / f"{name}.pte"
-    _export(case, pte)
+    _export(case, pte, cache_dtype)
     method = Runtime.get().load_program(pte).load_method("forward")
 
-    eager = RingAttention(case)
+    eager = RingAttention(case, cache_dtype)
     ref = RingReference(case.batch, case.capacity, case.kv_heads, case.head_dim)
     scale = case.head_dim**-0.5
     pos = 0
     for step, seq in enumerate(case.chunks):
         q, k, v, input_pos = _inputs(case, seq, pos)
         got, end, k_cache = method.execute([q, k, v, input_pos])
-        ref.update(pos, k, v)
+        assert k_cache.dtype == cache_dtype
+        ref.update(pos, k.to(cache_dtype), v.to(cache_dtype))
         want = ref.attend(q, pos, case.window, scale, case.softcap)
         torch.testing.assert_close(
             got.double(), want, rtol=1e-4, atol=2e-5, msg=lambda m, step=step: f"step {step}: {m}"

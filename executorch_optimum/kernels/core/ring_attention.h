@@ -23,6 +23,8 @@
 #include <string_view>
 #include <vector>
 
+#include "executorch_optimum/kernels/core/half.h"
+
 namespace eo::core {
 
 // Element strides of the first three dims of a [B, S or C, H, D] tensor (dim 3 has stride 1).
@@ -49,17 +51,17 @@ inline int64_t ring_slot_position(int64_t end, int64_t capacity, int64_t slot) {
 
 // Writes value rows i = 0..S-1 (absolute positions start_pos + i) into slot (start_pos + i) % C.
 // When S > C, rows 0..S-C-1 would be overwritten within this same call: only the last C rows
-// are written, each slot exactly once, so the result does not depend on write order.
-inline void ring_update_cache(const float* value, Strides3 vs, float* cache, Strides3 cs, int64_t B,
-                              int64_t S, int64_t H, int64_t D, int64_t C, int64_t start_pos) {
+// are written, each slot exactly once, so the result does not depend on write order. A half
+// cache (T = half) stores each value rounded to nearest.
+template <class T>
+inline void ring_update_cache(const float* value, Strides3 vs, T* cache, Strides3 cs, int64_t B, int64_t S,
+                              int64_t H, int64_t D, int64_t C, int64_t start_pos) {
   const int64_t first = S > C ? S - C : 0;
-  const std::size_t row_bytes = static_cast<std::size_t>(D) * sizeof(float);
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t i = first; i < S; ++i) {
       const int64_t slot = (start_pos + i) % C;
       for (int64_t h = 0; h < H; ++h) {
-        std::memcpy(cache + b * cs.b + slot * cs.s + h * cs.h, value + b * vs.b + i * vs.s + h * vs.h,
-                    row_bytes);
+        store_row(cache + b * cs.b + slot * cs.s + h * cs.h, value + b * vs.b + i * vs.s + h * vs.h, D);
       }
     }
   }
@@ -173,6 +175,24 @@ EO_ALWAYS_INLINE inline void store(float* p, V v) {
   std::memcpy(p, &v, sizeof(v));
 }
 
+// A vector of cache elements as floats: a plain load from a float cache; from a half cache one
+// widening load (vcvtph2ps; asm because the intrinsics cannot inline through these templates,
+// which carry no target attribute of their own). x86's 128-bit path may lack F16C and widens
+// element by element, as other targets do (where the compiler has a native conversion).
+template <class V>
+EO_ALWAYS_INLINE inline V load_kv(const float* p) {
+  return load<V>(p);
+}
+
+template <class V>
+EO_ALWAYS_INLINE inline V load_kv(const half* p) {
+  V v;
+  for (int64_t i = 0; i < kLanes<V>; ++i) {
+    v[i] = static_cast<float>(p[i]);
+  }
+  return v;
+}
+
 inline constexpr int64_t kKeyBlock = 64;  // keys per online-softmax step
 inline constexpr int64_t kRowTarget = 32; // query rows sharing one pass over the keys
 inline constexpr int64_t kTransposeRows = 8;  // from this many rows a key block is transposed
@@ -210,6 +230,21 @@ template <>
 struct IntOf<vf16> {
   using type = vi16;
 };
+
+// Widening loads for the AVX2 (F16C) and AVX-512 paths; see load_kv.
+template <>
+EO_ALWAYS_INLINE inline vf8 load_kv<vf8>(const half* p) {
+  vf8 v;
+  asm("vcvtph2ps %1, %0" : "=x"(v) : "m"(*reinterpret_cast<const char(*)[16]>(p)));
+  return v;
+}
+
+template <>
+EO_ALWAYS_INLINE inline vf16 load_kv<vf16>(const half* p) {
+  vf16 v;
+  asm("vcvtph2ps %1, %0" : "=v"(v) : "m"(*reinterpret_cast<const char(*)[32]>(p)));
+  return v;
+}
 
 EO_ALWAYS_INLINE inline void sum_lanes_each(const vf8* a, vf8* out) {
   vf8 x[4];
@@ -684,7 +719,7 @@ EO_ALWAYS_INLINE inline void attend_rows(RowSet& rs, int64_t rows, const float* 
 
 
 #if EO_X86_DISPATCH
-__attribute__((target("avx2,fma"))) inline void attend_rows_avx2(RowSet& rs, int64_t rows, const float* kbase,
+__attribute__((target("avx2,fma,f16c"))) inline void attend_rows_avx2(RowSet& rs, int64_t rows, const float* kbase,
                                                                   const float* vbase, int64_t k_step,
                                                                   int64_t v_step, int64_t D, int64_t C,
                                                                   const RingSdpaParams& p) {
@@ -701,7 +736,7 @@ __attribute__((target("avx512f"))) inline void attend_rows_avx512(RowSet& rs, in
 
 enum class Simd { kGeneric, kAvx2, kAvx512 };
 
-// The vector path this process takes: the widest the CPU has (x86-64: AVX-512F, else AVX2+FMA;
+// The vector path this process takes: the widest the CPU has (x86-64: AVX-512F, else AVX2+FMA+F16C;
 // other targets: 128-bit vf4). EO_KERNELS_SIMD=generic|avx2 in the environment caps it (tests
 // run every path on one machine). Chosen once per process.
 inline Simd simd_path() {
@@ -709,7 +744,8 @@ inline Simd simd_path() {
   static const Simd path = [] {
     const char* cap = std::getenv("EO_KERNELS_SIMD");
     const std::string_view want = cap == nullptr ? "avx512" : cap;
-    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const bool avx2 =
+        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
     if (want == "generic" || !avx2) {
       return Simd::kGeneric;
     }
@@ -762,8 +798,8 @@ inline constexpr int kScoreKeys = kLanes<V> >= 16 ? 4 : 2;
 // query rows sharing K key rows: each key vector is loaded once for all rows. Each (row, key)'s
 // products are added in d order into one accumulator, as dot_keys does, so its scores have
 // dot_keys' bits. Row r, key k goes to out + r * out_step + k * L.
-template <class V, int R, int K>
-EO_ALWAYS_INLINE inline void qk_rows(const float* q, int64_t q_h, const float* const* kh, int64_t body, float* out,
+template <class V, int R, int K, class T>
+EO_ALWAYS_INLINE inline void qk_rows(const float* q, int64_t q_h, const T* const* kh, int64_t body, float* out,
                                      int64_t out_step) {
   constexpr int64_t L = kLanes<V>;
   V a[R][K] = {};
@@ -771,7 +807,7 @@ EO_ALWAYS_INLINE inline void qk_rows(const float* q, int64_t q_h, const float* c
     V kv[K];
 #pragma GCC unroll 4
     for (int k = 0; k < K; ++k) {
-      kv[k] = load<V>(kh[k] + d);
+      kv[k] = load_kv<V>(kh[k] + d);
     }
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
@@ -791,32 +827,34 @@ EO_ALWAYS_INLINE inline void qk_rows(const float* q, int64_t q_h, const float* c
   }
 }
 
-template <class V, int K>
-EO_ALWAYS_INLINE inline void qk_rows_any(int64_t rows, const float* q, int64_t q_h, const float* const* kh,
+template <class V, int K, class T>
+EO_ALWAYS_INLINE inline void qk_rows_any(int64_t rows, const float* q, int64_t q_h, const T* const* kh,
                                          int64_t body, float* out, int64_t out_step) {
   switch (rows) {
     case 1:
-      qk_rows<V, 1, K>(q, q_h, kh, body, out, out_step);
+      qk_rows<V, 1, K, T>(q, q_h, kh, body, out, out_step);
       break;
     case 2:
-      qk_rows<V, 2, K>(q, q_h, kh, body, out, out_step);
+      qk_rows<V, 2, K, T>(q, q_h, kh, body, out, out_step);
       break;
     case 3:
-      qk_rows<V, 3, K>(q, q_h, kh, body, out, out_step);
+      qk_rows<V, 3, K, T>(q, q_h, kh, body, out, out_step);
       break;
     default:
-      qk_rows<V, 4, K>(q, q_h, kh, body, out, out_step);
+      qk_rows<V, 4, K, T>(q, q_h, kh, body, out, out_step);
       break;
   }
 }
 
 // Where one decode part's keys are (positions lo..hi <= lo + kKeyBlock - 1 of one batch row) and
-// where its results go: per query head, the normalised output row, its max and its sum.
+// where its results go: per query head, the normalised output row, its max and its sum. T is
+// the caches' element type (float or half).
+template <class T>
 struct DecodePart {
   const float* q;  // query head 0; head h at q + h * q_h
   int64_t q_h;
-  const float* k;  // this batch row's caches
-  const float* v;
+  const T* k;  // this batch row's caches
+  const T* v;
   Strides3 ks, vs;
   int64_t lo, hi;
   float* out;  // head h's row at out + h * out_h
@@ -839,8 +877,8 @@ struct DecodeScratch {
 // first and scores them afterwards. Same arithmetic, in the same order per output element, as
 // attend_rows over one key block without transposed keys (up to 4 query heads per kv head):
 // there the two paths give the same bits.
-template <class V>
-EO_ALWAYS_INLINE inline void decode_part(const DecodePart& dp, int64_t Hq, int64_t Hkv, int64_t D, int64_t C,
+template <class V, class T>
+EO_ALWAYS_INLINE inline void decode_part(const DecodePart<T>& dp, int64_t Hq, int64_t Hkv, int64_t D, int64_t C,
                                          const RingSdpaParams& p, DecodeScratch& sc) {
   constexpr int64_t L = kLanes<V>;
   constexpr int64_t K = kScoreKeys<V>;
@@ -863,18 +901,18 @@ EO_ALWAYS_INLINE inline void decode_part(const DecodePart& dp, int64_t Hq, int64
     const int64_t nj = std::min(L, n - j0);
     for (int64_t i0 = 0; i0 < nj; i0 += K) {
       // Keys past the part score a real row (the part's last) and are zeroed below.
-      const float* krow[K];
+      const T* krow[K];
       for (int64_t k = 0; k < K; ++k) {
         krow[k] = dp.k + slot_of(j0 + std::min(i0 + k, nj - 1)) * dp.ks.s;
       }
       for (int64_t hkv = 0; hkv < Hkv; ++hkv) {
-        const float* kh[K];
+        const T* kh[K];
         for (int64_t k = 0; k < K; ++k) {
           kh[k] = krow[k] + hkv * dp.ks.h;
         }
         for (int64_t h0 = hkv * group; h0 < (hkv + 1) * group; h0 += 4) {
           const int64_t rows = std::min<int64_t>(4, (hkv + 1) * group - h0);
-          qk_rows_any<V, K>(rows, dp.q + h0 * dp.q_h, dp.q_h, kh, body, lanes + (h0 * L + i0) * L, L * L);
+          qk_rows_any<V, K, T>(rows, dp.q + h0 * dp.q_h, dp.q_h, kh, body, lanes + (h0 * L + i0) * L, L * L);
         }
       }
     }
@@ -894,7 +932,7 @@ EO_ALWAYS_INLINE inline void decode_part(const DecodePart& dp, int64_t Hq, int64
       const int64_t kh = (h / group) * dp.ks.h;
       for (int64_t d = body; d < D; ++d) {
         for (int64_t i = 0; i < nj; ++i) {
-          sums[i] += qh[d] * dp.k[slot_of(j0 + i) * dp.ks.s + kh + d];
+          sums[i] += qh[d] * static_cast<float>(dp.k[slot_of(j0 + i) * dp.ks.s + kh + d]);
         }
       }
       float* s = sc.scores.data() + h * kKeyBlock + j0;
@@ -928,7 +966,7 @@ EO_ALWAYS_INLINE inline void decode_part(const DecodePart& dp, int64_t Hq, int64
   const int64_t vbody = D / (2 * L) * (2 * L);
   for (int64_t j0 = 0; j0 < n; j0 += kPvRows) {
     const int64_t nj = std::min(kPvRows, n - j0);
-    const float* vrows[kPvRows];
+    const T* vrows[kPvRows];
     for (int64_t i = 0; i < nj; ++i) {
       vrows[i] = dp.v + slot_of(j0 + i) * dp.vs.s;
     }
@@ -947,7 +985,7 @@ EO_ALWAYS_INLINE inline void decode_part(const DecodePart& dp, int64_t Hq, int64
         for (int64_t i = 0; i < nj; ++i) {
 #pragma GCC unroll 8
           for (int64_t t = 0; t < kPvVectors; ++t) {
-            a[t] += w[i] * load<V>(vrows[i] + vh + d + t * L);
+            a[t] += w[i] * load_kv<V>(vrows[i] + vh + d + t * L);
           }
         }
 #pragma GCC unroll 8
@@ -959,15 +997,15 @@ EO_ALWAYS_INLINE inline void decode_part(const DecodePart& dp, int64_t Hq, int64
         V a0 = load<V>(acc + d);
         V a1 = load<V>(acc + d + L);
         for (int64_t i = 0; i < nj; ++i) {
-          a0 += w[i] * load<V>(vrows[i] + vh + d);
-          a1 += w[i] * load<V>(vrows[i] + vh + d + L);
+          a0 += w[i] * load_kv<V>(vrows[i] + vh + d);
+          a1 += w[i] * load_kv<V>(vrows[i] + vh + d + L);
         }
         store<V>(acc + d, a0);
         store<V>(acc + d + L, a1);
       }
       for (; d < D; ++d) {
         for (int64_t i = 0; i < nj; ++i) {
-          acc[d] += w[i] * vrows[i][vh + d];
+          acc[d] += w[i] * static_cast<float>(vrows[i][vh + d]);
         }
       }
     }
@@ -988,20 +1026,23 @@ EO_ALWAYS_INLINE inline void decode_part(const DecodePart& dp, int64_t Hq, int64
 }
 
 #if EO_X86_DISPATCH
-__attribute__((target("avx2,fma"))) inline void decode_part_avx2(const DecodePart& dp, int64_t Hq, int64_t Hkv,
-                                                                  int64_t D, int64_t C, const RingSdpaParams& p,
-                                                                  DecodeScratch& sc) {
+template <class T>
+__attribute__((target("avx2,fma,f16c"))) inline void decode_part_avx2(const DecodePart<T>& dp, int64_t Hq,
+                                                                       int64_t Hkv, int64_t D, int64_t C,
+                                                                       const RingSdpaParams& p, DecodeScratch& sc) {
   decode_part<vf8>(dp, Hq, Hkv, D, C, p, sc);
 }
 
-__attribute__((target("avx512f"))) inline void decode_part_avx512(const DecodePart& dp, int64_t Hq, int64_t Hkv,
+template <class T>
+__attribute__((target("avx512f"))) inline void decode_part_avx512(const DecodePart<T>& dp, int64_t Hq, int64_t Hkv,
                                                                    int64_t D, int64_t C, const RingSdpaParams& p,
                                                                    DecodeScratch& sc) {
   decode_part<vf16>(dp, Hq, Hkv, D, C, p, sc);
 }
 #endif
 
-inline void decode_part_any(const DecodePart& dp, int64_t Hq, int64_t Hkv, int64_t D, int64_t C,
+template <class T>
+inline void decode_part_any(const DecodePart<T>& dp, int64_t Hq, int64_t Hkv, int64_t D, int64_t C,
                             const RingSdpaParams& p, DecodeScratch& sc) {
 #if EO_X86_DISPATCH
   switch (simd_path()) {
@@ -1122,10 +1163,10 @@ inline constexpr int64_t kPositionMajorRowBytes = 4096;
 // before (detail::RowPrefetch). One softmax per (query head, part),
 // merged at the end. Splitting by heads instead made each thread read one head's rows a stride
 // apart, waiting on one cache line after another: SmolLM2 8da4w decode ran 7-8 % slower at 128
-// cache positions and ~20 % slower at 900.
-template <class ParallelFor>
-void ring_sdpa_decode(const float* q, Strides3 qs, const float* k, Strides3 ks, const float* v, Strides3 vs,
-                      float* out, const RingSdpaShape& sh, const RingSdpaParams& p, ParallelFor&& parallel_for) {
+// cache positions and ~20 % slower at 900. Half caches always go position by position.
+template <class T, class ParallelFor>
+void ring_sdpa_decode(const float* q, Strides3 qs, const T* k, Strides3 ks, const T* v, Strides3 vs, float* out,
+                      const RingSdpaShape& sh, const RingSdpaParams& p, ParallelFor&& parallel_for) {
   const int64_t group = sh.Hq / sh.Hkv;
   const int64_t key_lo = ring_window_lo(p.start_pos, p.start_pos + 1, sh.C, p.window);
   const int64_t keys = p.start_pos - key_lo + 1;
@@ -1135,7 +1176,8 @@ void ring_sdpa_decode(const float* q, Strides3 qs, const float* k, Strides3 ks, 
   std::vector<float> part_out(static_cast<std::size_t>(sh.B * sh.Hq * parts * sh.D));
   std::vector<float> part_m(static_cast<std::size_t>(sh.B * sh.Hq * parts));
   std::vector<float> part_l(part_m.size(), 0.0f);
-  const bool by_position = ks.s * static_cast<int64_t>(sizeof(float)) >= kPositionMajorRowBytes;
+  const bool by_position =
+      !std::is_same_v<T, float> || ks.s * static_cast<int64_t>(sizeof(float)) >= kPositionMajorRowBytes;
   parallel_for(sh.B * parts, [&](int64_t begin, int64_t stop) {
     detail::RowSet rs;
     rs.transpose_keys = (group + 3) / 4 * 4 >= detail::kTransposeRows;
@@ -1155,49 +1197,51 @@ void ring_sdpa_decode(const float* q, Strides3 qs, const float* k, Strides3 ks, 
       }
       if (by_position) {
         const int64_t first = b * sh.Hq * parts + part;
-        const detail::DecodePart dp{q + b * qs.b, qs.h, k + b * ks.b, v + b * vs.b, ks, vs, lo, hi,
+        const detail::DecodePart<T> dp{q + b * qs.b, qs.h, k + b * ks.b, v + b * vs.b, ks, vs, lo, hi,
                                     part_out.data() + first * sh.D, parts * sh.D, part_m.data() + first,
                                     part_l.data() + first, parts};
         detail::decode_part_any(dp, sh.Hq, sh.Hkv, sh.D, sh.C, p, scratch);
         continue;
       }
-      // A thread's first part is walked before it is scored; each later one is prefetched while
-      // the part before it is scored (the transposed path, which has no per-key loop to hand the
-      // prefetches over from, walks every part).
-      const bool overlap = !rs.transpose_keys;
-      if (u == begin || !overlap) {
-        touched |= detail::touch_rows(k + b * ks.b, ks, sh.Hkv, sh.D, sh.C, lo, hi);
-        touched |= detail::touch_rows(v + b * vs.b, vs, sh.Hkv, sh.D, sh.C, lo, hi);
-      }
-      rs.prefetch = nullptr;
-      if (overlap && u + 1 < stop) {
-        const int64_t next_b = (u + 1) / parts;
-        const int64_t next_lo = first_key(u + 1);
-        const int64_t next_hi = last_key(u + 1);
-        if (next_lo <= next_hi) {
-          prefetch = detail::RowPrefetch(k + next_b * ks.b, ks, v + next_b * vs.b, vs, sh.Hkv, sh.D, sh.C, next_lo,
-                                         next_hi, group * (hi - lo + 1) * sh.Hkv);
-          rs.prefetch = &prefetch;
+      if constexpr (std::is_same_v<T, float>) {
+        // A thread's first part is walked before it is scored; each later one is prefetched while
+        // the part before it is scored (the transposed path, which has no per-key loop to hand the
+        // prefetches over from, walks every part).
+        const bool overlap = !rs.transpose_keys;
+        if (u == begin || !overlap) {
+          touched |= detail::touch_rows(k + b * ks.b, ks, sh.Hkv, sh.D, sh.C, lo, hi);
+          touched |= detail::touch_rows(v + b * vs.b, vs, sh.Hkv, sh.D, sh.C, lo, hi);
         }
-      }
-      for (int64_t hkv = 0; hkv < sh.Hkv; ++hkv) {
-        rs.q.clear();
-        rs.out.clear();
-        for (int64_t h = hkv * group; h < hkv * group + group; ++h) {
-          rs.q.push_back(q + b * qs.b + h * qs.h);
-          rs.out.push_back(part_out.data() + ((b * sh.Hq + h) * parts + part) * sh.D);
+        rs.prefetch = nullptr;
+        if (overlap && u + 1 < stop) {
+          const int64_t next_b = (u + 1) / parts;
+          const int64_t next_lo = first_key(u + 1);
+          const int64_t next_hi = last_key(u + 1);
+          if (next_lo <= next_hi) {
+            prefetch = detail::RowPrefetch(k + next_b * ks.b, ks, v + next_b * vs.b, vs, sh.Hkv, sh.D, sh.C, next_lo,
+                                           next_hi, group * (hi - lo + 1) * sh.Hkv);
+            rs.prefetch = &prefetch;
+          }
         }
-        rs.lo.assign(static_cast<std::size_t>(group), lo);
-        rs.hi.assign(static_cast<std::size_t>(group), hi);
-        while (rs.q.size() % 4 != 0) {
-          rs.q.push_back(rs.q.back());  // padding rows: computed, never written out
-        }
-        detail::attend_rows_any(rs, group, k + b * ks.b + hkv * ks.h, v + b * vs.b + hkv * vs.h, ks.s, vs.s, sh.D,
-                                sh.C, p);
-        for (int64_t r = 0; r < group; ++r) {
-          const int64_t slot = (b * sh.Hq + hkv * group + r) * parts + part;
-          part_m[slot] = rs.m[r];
-          part_l[slot] = rs.l[r];
+        for (int64_t hkv = 0; hkv < sh.Hkv; ++hkv) {
+          rs.q.clear();
+          rs.out.clear();
+          for (int64_t h = hkv * group; h < hkv * group + group; ++h) {
+            rs.q.push_back(q + b * qs.b + h * qs.h);
+            rs.out.push_back(part_out.data() + ((b * sh.Hq + h) * parts + part) * sh.D);
+          }
+          rs.lo.assign(static_cast<std::size_t>(group), lo);
+          rs.hi.assign(static_cast<std::size_t>(group), hi);
+          while (rs.q.size() % 4 != 0) {
+            rs.q.push_back(rs.q.back());  // padding rows: computed, never written out
+          }
+          detail::attend_rows_any(rs, group, k + b * ks.b + hkv * ks.h, v + b * vs.b + hkv * vs.h, ks.s, vs.s, sh.D,
+                                  sh.C, p);
+          for (int64_t r = 0; r < group; ++r) {
+            const int64_t slot = (b * sh.Hq + hkv * group + r) * parts + part;
+            part_m[slot] = rs.m[r];
+            part_l[slot] = rs.l[r];
+          }
         }
       }
     }
@@ -1206,25 +1250,11 @@ void ring_sdpa_decode(const float* q, Strides3 qs, const float* k, Strides3 ks, 
   detail::merge_key_parts(part_out.data(), part_m.data(), part_l.data(), parts, sh, out);
 }
 
-// Sliding-window attention of S queries over a ring that already holds this call's keys (call
-// ring_update_cache first). Query i has absolute position pos = start_pos + i and attends to
-// exactly the positions q with pos - window < q <= pos that the ring holds, i.e.
-// max(0, end - C, pos - window + 1) <= q <= pos with end = start_pos + S. A query with no such
-// key (possible only when S > C) gets zeros. Output is [B, S, Hq, D] contiguous.
-//
-// Work items are (batch, kv head, tile of queries, subgroup of the query heads sharing that kv
-// head): each reads its keys once for all its rows. `parallel_for(n, fn)` must call fn(begin,
-// end) over disjoint ranges covering [0, n), in any order and on any threads; `threads` only
-// shapes the head split (more items when there are few heads and queries). A single query
-// (decode) takes ring_sdpa_decode. Results do not depend on the thread count.
+// ring_sdpa of several queries over float caches.
 template <class ParallelFor>
-void ring_sdpa(const float* q, Strides3 qs, const float* k, Strides3 ks, const float* v, Strides3 vs,
-               float* out, const RingSdpaShape& sh, const RingSdpaParams& p, int64_t threads,
-               ParallelFor&& parallel_for) {
-  if (sh.S == 1) {
-    ring_sdpa_decode(q, qs, k, ks, v, vs, out, sh, p, parallel_for);
-    return;
-  }
+void ring_sdpa_prefill(const float* q, Strides3 qs, const float* k, Strides3 ks, const float* v, Strides3 vs,
+                       float* out, const RingSdpaShape& sh, const RingSdpaParams& p, int64_t threads,
+                       ParallelFor&& parallel_for) {
   const int64_t group = sh.Hq / sh.Hkv;
   const int64_t end = p.start_pos + sh.S;
   const int64_t tile = std::max<int64_t>(1, detail::kRowTarget / group);
@@ -1274,6 +1304,59 @@ void ring_sdpa(const float* q, Strides3 qs, const float* k, Strides3 ks, const f
                               sh.C, p);
     }
   });
+}
+
+// ring_sdpa of several queries over half caches, through a float copy of what the ring holds:
+// prefill reuses every key for many queries, so widening each once beats widening per use.
+template <class ParallelFor>
+void ring_sdpa_prefill(const float* q, Strides3 qs, const half* k, Strides3 ks, const half* v, Strides3 vs,
+                       float* out, const RingSdpaShape& sh, const RingSdpaParams& p, int64_t threads,
+                       ParallelFor&& parallel_for) {
+  // The held positions [end - n, end), n = min(end, C), in a float ring of n slots (position
+  // t in slot t % n): ring_window_lo gives every query the same keys there as here.
+  const int64_t end = p.start_pos + sh.S;
+  const int64_t n = std::min(end, sh.C);
+  const int64_t row = sh.Hkv * sh.D;
+  std::vector<float> wide_k(static_cast<std::size_t>(sh.B * n * row));
+  std::vector<float> wide_v(wide_k.size());
+  for (int64_t b = 0; b < sh.B; ++b) {
+    for (int64_t t = end - n; t < end; ++t) {
+      const int64_t src = t % sh.C;
+      const int64_t dst = (b * n + t % n) * row;
+      for (int64_t h = 0; h < sh.Hkv; ++h) {
+        widen_row(wide_k.data() + dst + h * sh.D, k + b * ks.b + src * ks.s + h * ks.h, sh.D);
+        widen_row(wide_v.data() + dst + h * sh.D, v + b * vs.b + src * vs.s + h * vs.h, sh.D);
+      }
+    }
+  }
+  const Strides3 wide{n * row, row, sh.D};
+  RingSdpaShape wide_sh = sh;
+  wide_sh.C = n;
+  ring_sdpa_prefill(q, qs, wide_k.data(), wide, wide_v.data(), wide, out, wide_sh, p, threads, parallel_for);
+}
+
+// Sliding-window attention of S queries over a ring that already holds this call's keys (call
+// ring_update_cache first). Query i has absolute position pos = start_pos + i and attends to
+// exactly the positions q with pos - window < q <= pos that the ring holds, i.e.
+// max(0, end - C, pos - window + 1) <= q <= pos with end = start_pos + S. A query with no such
+// key (possible only when S > C) gets zeros. Output is [B, S, Hq, D] contiguous.
+//
+// Work items are (batch, kv head, tile of queries, subgroup of the query heads sharing that kv
+// head): each reads its keys once for all its rows. `parallel_for(n, fn)` must call fn(begin,
+// end) over disjoint ranges covering [0, n), in any order and on any threads; `threads` only
+// shapes the head split (more items when there are few heads and queries). A single query
+// (decode) takes ring_sdpa_decode. Results do not depend on the thread count.
+//
+// Caches may be float or half (T); half rows are widened to float as they are read.
+template <class T, class ParallelFor>
+void ring_sdpa(const float* q, Strides3 qs, const T* k, Strides3 ks, const T* v, Strides3 vs, float* out,
+               const RingSdpaShape& sh, const RingSdpaParams& p, int64_t threads, ParallelFor&& parallel_for) {
+  static_assert(kCacheType<T>, "caches are float or half");
+  if (sh.S == 1) {
+    ring_sdpa_decode(q, qs, k, ks, v, vs, out, sh, p, parallel_for);
+    return;
+  }
+  ring_sdpa_prefill(q, qs, k, ks, v, vs, out, sh, p, threads, parallel_for);
 }
 
 }  // namespace eo::core

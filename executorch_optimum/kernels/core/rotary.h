@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "executorch_optimum/kernels/core/ring_attention.h"
 
@@ -29,6 +30,9 @@ inline const char* check_rotary(int64_t q_dims, const int64_t* q_sizes, int64_t 
   }
   if (q_sizes[3] % 2 != 0) {
     return "the head dim must be even";
+  }
+  if (q_sizes[3] > kMaxHeadDim) {
+    return "head dim too large (max 1024)";
   }
   return nullptr;
 }
@@ -107,23 +111,29 @@ inline void rotate_queries(const float* q, Strides3 qs, const float* cos, const 
 }
 
 // ring_update_cache of the keys (normalised and) rotated as rotate_queries does (tables as there) and of the
-// values as they are, in one pass: key and value [B, S, H, D], caches [B, C, H, D].
+// values as they are, in one pass: key and value [B, S, H, D], caches [B, C, H, D] of float or half
+// (T; a half cache stores the float results rounded to nearest).
+template <class T>
 inline void ring_update_rotated(const float* key, Strides3 ks, const float* value, Strides3 vs, const float* cos,
-                                const float* sin, int64_t table_b, float* k_cache, Strides3 kcs, float* v_cache,
+                                const float* sin, int64_t table_b, T* k_cache, Strides3 kcs, T* v_cache,
                                 Strides3 vcs, int64_t B, int64_t S, int64_t H, int64_t D, int64_t C,
                                 int64_t start_pos, RowNorm norm) {
   const int64_t first = S > C ? S - C : 0;  // rows a later row of this call overwrites are skipped
-  const std::size_t row_bytes = static_cast<std::size_t>(D) * sizeof(float);
+  float rotated[kMaxHeadDim];
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t i = first; i < S; ++i) {
       const int64_t slot = (start_pos + i) % C;
       const float* c = cos + b * table_b + i * D;
       const float* n = sin + b * table_b + i * D;
       for (int64_t h = 0; h < H; ++h) {
-        norm_rotate_row(key + b * ks.b + i * ks.s + h * ks.h, c, n, D, norm,
-                        k_cache + b * kcs.b + slot * kcs.s + h * kcs.h);
-        std::memcpy(v_cache + b * vcs.b + slot * vcs.s + h * vcs.h, value + b * vs.b + i * vs.s + h * vs.h,
-                    row_bytes);
+        T* k_row = k_cache + b * kcs.b + slot * kcs.s + h * kcs.h;
+        if constexpr (std::is_same_v<T, float>) {
+          norm_rotate_row(key + b * ks.b + i * ks.s + h * ks.h, c, n, D, norm, k_row);
+        } else {
+          norm_rotate_row(key + b * ks.b + i * ks.s + h * ks.h, c, n, D, norm, rotated);
+          store_row(k_row, rotated, D);
+        }
+        store_row(v_cache + b * vcs.b + slot * vcs.s + h * vcs.h, value + b * vs.b + i * vs.s + h * vs.h, D);
       }
     }
   }
