@@ -33,6 +33,9 @@ IMAGE_TEXT_TO_TEXT = "image-text-to-text"
 TASKS = (TEXT_GENERATION, IMAGE_TEXT_TO_TEXT)
 RECIPES = ("xnnpack",)
 DTYPES = {"float32": torch.float32, "fp32": torch.float32}
+# The KV cache's element type; float16 (opt-in) halves the cache and what a decode step reads
+# from it, and rounds every cached key and value.
+KV_CACHE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 # model_type -> covered by the parity tests
 SUPPORTED_ARCHITECTURES = ("gemma", "gemma2", "gemma3_text", "llama", "mistral", "phi3", "qwen2", "qwen3")
 # model_type -> image-text-to-text, covered by tests/multimodal and tests/tools
@@ -63,6 +66,7 @@ class ExportOptions:
     report: Path | None = None
     last_logits_only: bool = True
     native_kernels: bool = False
+    kv_cache_dtype: str = "float32"
 
 
 @dataclass
@@ -119,6 +123,15 @@ def validate(options: ExportOptions, check_model_dir: bool = True) -> None:
     if options.max_context_len is not None and options.max_context_len < options.max_seq_len:
         raise ExportError(
             f"--max_context_len ({options.max_context_len}) must be >= --max_seq_len ({options.max_seq_len})"
+        )
+    if options.kv_cache_dtype not in KV_CACHE_DTYPES:
+        raise ExportError(
+            f"unsupported --kv_cache_dtype '{options.kv_cache_dtype}' (supported: {', '.join(KV_CACHE_DTYPES)})"
+        )
+    if options.kv_cache_dtype != "float32" and not options.native_kernels:
+        raise ExportError(
+            f"--kv_cache_dtype {options.kv_cache_dtype} needs --native_kernels: ExecuTorch's own cache and "
+            "attention ops take caches of the model's dtype only"
         )
     if not options.use_custom_kv_cache:
         raise ExportError("--use_custom_kv_cache is required: the ExecuTorch caches are what update in place")
@@ -268,6 +281,7 @@ def _wrap(model: torch.nn.Module, options: ExportOptions) -> torch.nn.Module:
             use_custom_sdpa=options.use_custom_sdpa,
             last_logits_only=options.last_logits_only,
             native_kernels=options.native_kernels,
+            kv_cache_dtype=KV_CACHE_DTYPES[options.kv_cache_dtype],
         )
         return module
     processor = _read_processor_config(options.model_dir)

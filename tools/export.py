@@ -104,6 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
         "//tools:benchmark do), so ExecuTorch's stock runners need it linked in",
     )
     p.add_argument(
+        "--kv_cache_dtype",
+        choices=["float32", "float16"],
+        default="float32",
+        help="the KV cache's element type (default: %(default)s); float16 halves the cache's memory and "
+        "what each decode step reads from it, rounds every cached key and value (attention still sums "
+        "in float32), and needs --native_kernels",
+    )
+    p.add_argument(
         "--full_logits",
         action="store_true",
         help="return logits for every position, not only the last (slower prefill)",
@@ -136,6 +144,7 @@ def _options(args: argparse.Namespace, model_dir: Path):  # noqa: ANN202 (lazy i
         report=_workspace_path(args.report) if args.report else None,
         last_logits_only=not args.full_logits,
         native_kernels=args.native_kernels,
+        kv_cache_dtype=args.kv_cache_dtype,
     )
 
 

@@ -57,8 +57,13 @@ class ETFullLayer(CacheLayerMixin):
         seq_len = key_states.shape[-2]
         torch._check(start + seq_len <= self.max_cache_len)
         if not _write_rotated_keys(self.storage, key_states, value_states, start):
-            torch.ops.llama.update_cache(_to_storage_layout(key_states), self.storage.k_cache, start)
-            torch.ops.llama.update_cache(_to_storage_layout(value_states), self.storage.v_cache, start)
+            # ExecuTorch's op copies rows as they are; ours (a ring that never wraps here) also
+            # rounds them into a narrower cache.
+            update = torch.ops.llama.update_cache
+            if self.storage.k_cache.dtype != key_states.dtype:
+                update = _eo_ops().ring_update_cache
+            update(_to_storage_layout(key_states), self.storage.k_cache, start)
+            update(_to_storage_layout(value_states), self.storage.v_cache, start)
         return self.storage.k_cache, self.storage.v_cache
 
     def key_positions(self) -> torch.Tensor:
@@ -79,6 +84,14 @@ class ETFullLayer(CacheLayerMixin):
         self.storage.v_cache.zero_()
 
 
+def _eo_ops() -> object:
+    """torch.ops.eo, loaded on first use."""
+    from executorch_optimum import kernels
+
+    kernels.load_torch_ops()
+    return torch.ops.eo
+
+
 def _write_rotated_keys(
     storage: torch.nn.Module, key_states: torch.Tensor, value_states: torch.Tensor, start: torch.SymInt | int
 ) -> bool:
@@ -91,9 +104,7 @@ def _write_rotated_keys(
     tables = KEY_ROTARY.take()
     if tables is None:
         return False
-    from executorch_optimum import kernels
-
-    kernels.load_torch_ops()
+    _eo_ops()
     key, value = _to_storage_layout(key_states), _to_storage_layout(value_states)
     op, norm_args = tables.op("rope_kv_update")
     op(key, value, tables.cos, tables.sin, storage.k_cache, storage.v_cache, start, *norm_args)

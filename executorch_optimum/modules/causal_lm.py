@@ -30,6 +30,8 @@ class CausalLMExportableModule(torch.nn.Module):
         native_kernels: all attention on our C++ kernels (`eo::ring_sdpa`; sliding layers
             also `eo::ring_update_cache`); the runtime must load
             libeo_et_kernels.so (executorch_optimum.kernels.load_et_kernels()).
+        kv_cache_dtype: the caches' element type; None = the model's. float16 under a float32
+            model needs `native_kernels` (only our ops convert).
     """
 
     def __init__(
@@ -41,10 +43,17 @@ class CausalLMExportableModule(torch.nn.Module):
         use_custom_sdpa: bool = True,
         last_logits_only: bool = True,
         native_kernels: bool = False,
+        kv_cache_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.decoder_cache = DecoderCache(
-            model, max_seq_len, max_context_len, use_custom_kv_cache, use_custom_sdpa, native_kernels
+            model,
+            max_seq_len,
+            max_context_len,
+            use_custom_kv_cache,
+            use_custom_sdpa,
+            native_kernels,
+            kv_cache_dtype,
         )
         self.model = model.eval()
         self.max_seq_len = max_seq_len

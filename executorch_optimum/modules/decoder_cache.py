@@ -30,8 +30,9 @@ def _default_context(model: PreTrainedModel) -> int:
 class DecoderCache(torch.nn.Module):
     """Our caches + attention installed on `model`; `begin(cache_position, tokens)` per call.
 
-    Raises NotImplementedError without custom KV caches and ValueError for lengths that do
-    not fit (`1 <= max_seq_len <= max_context_len`).
+    Raises NotImplementedError without custom KV caches, ValueError for lengths that do not
+    fit (`1 <= max_seq_len <= max_context_len`) and for a `kv_cache_dtype` other than the
+    model's without `native_kernels` (ExecuTorch's cache ops do not convert).
     """
 
     def __init__(
@@ -42,6 +43,7 @@ class DecoderCache(torch.nn.Module):
         use_custom_kv_cache: bool = True,
         use_custom_sdpa: bool = True,
         native_kernels: bool = False,
+        kv_cache_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         if not use_custom_kv_cache:
@@ -58,9 +60,15 @@ class DecoderCache(torch.nn.Module):
         self.max_context_len = max_context_len
         self.use_custom_sdpa = use_custom_sdpa
         dtype = next(model.parameters()).dtype
+        if kv_cache_dtype not in (None, dtype) and not native_kernels:
+            raise ValueError(
+                f"a {kv_cache_dtype} KV cache under a {dtype} model needs native_kernels: "
+                "ExecuTorch's cache and attention ops take caches of the model's dtype only"
+            )
+        self.kv_cache_dtype = kv_cache_dtype or dtype
         text_config = model.config.get_text_config(decoder=True)
         self.cache: ETCustomStaticCache | ETCustomHybridCache = make_cache(
-            text_config, 1, max_context_len, max_seq_len, dtype, native_kernels=native_kernels
+            text_config, 1, max_context_len, max_seq_len, self.kv_cache_dtype, native_kernels=native_kernels
         )
         self.storage = torch.nn.ModuleList(self.cache.storage_modules())
         attention = make_attention(self.cache, use_custom_sdpa, native_kernels=native_kernels)

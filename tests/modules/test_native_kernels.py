@@ -12,7 +12,7 @@ from executorch_optimum import kernels
 from executorch_optimum.caches import EORingLayer
 from executorch_optimum.modules import CausalLMExportableModule
 from executorch_optimum.xnnpack import export_to_executorch_with_xnnpack
-from tests.support.parity import assert_same_run, eager_trace, program_trace
+from tests.support.parity import assert_same_run, eager_trace, max_logit_diff, program_trace
 from tests.support.tiny_models import tiny_model
 
 WINDOW = 8
@@ -30,9 +30,13 @@ def _case(arch, **overrides):
     return model, prompt, eager_trace(model, prompt, STEPS)
 
 
-def _native_module(model, max_seq_len):
+def _native_module(model, max_seq_len, kv_cache_dtype=None):
     return CausalLMExportableModule(
-        copy.deepcopy(model), max_seq_len=max_seq_len, max_context_len=96, native_kernels=True
+        copy.deepcopy(model),
+        max_seq_len=max_seq_len,
+        max_context_len=96,
+        native_kernels=True,
+        kv_cache_dtype=kv_cache_dtype,
     )
 
 
@@ -148,3 +152,38 @@ def test_head_norms_fuse_into_the_rope_ops(arch, tmp_path):
     got = _pte_trace(module, tmp_path, prompt, FULL_STEPS, FULL_PROMPT, want.tokens)
     assert_same_run(got, want)
     assert not any(name.startswith("eo_head_norm") for name, _ in module.model.named_buffers())
+
+
+def _half_cache_case(arch):
+    """A model, a prompt, and eager transformers' greedy runs with float32 and with
+    float16-rounded keys and values in its cache."""
+    if arch == "gemma3":
+        model, prompt, exact = _case(arch, num_hidden_layers=2, sliding_window_pattern=2)
+        steps, chunk = STEPS, 3 * WINDOW
+    else:
+        model, prompt, exact = _with_head_norm_weights(arch)
+        steps, chunk = FULL_STEPS, FULL_PROMPT
+    return model, prompt, steps, chunk, exact, eager_trace(model, prompt, steps, kv_dtype=torch.float16)
+
+
+@pytest.mark.parametrize("arch", ["qwen3", "gemma3"])
+def test_half_kv_cache_is_eager_attention_over_rounded_keys_and_values(arch, tmp_path):
+    """kv_cache_dtype=float16: every cache buffer is float16, and the exported program and the .pte
+    follow eager transformers whose cache rounds each key and value to float16 (full layers and
+    rings, queries and keys rotated inside our ops) more closely than the float32 run."""
+    model, prompt, steps, chunk, exact, rounded = _half_cache_case(arch)
+    module = _native_module(model, chunk, kv_cache_dtype=torch.float16)
+    buffers = [b for s in module.cache.storage_modules() for b in (s.k_cache, s.v_cache)]
+    assert buffers and all(b.dtype == torch.float16 for b in buffers)
+    program = module.export()["forward"]
+    got = program_trace(program.module(), prompt, steps, chunk=chunk, forced=rounded.tokens)
+    assert_same_run(got, rounded)
+    pte = _pte_trace(module, tmp_path, prompt, steps, chunk, rounded.tokens)
+    assert_same_run(pte, rounded)
+    assert max_logit_diff(pte, rounded) < max_logit_diff(pte, exact)
+
+
+def test_half_kv_cache_needs_native_kernels():
+    model, _, _ = _full_case("llama")
+    with pytest.raises(ValueError, match="needs native_kernels"):
+        CausalLMExportableModule(model, max_seq_len=8, max_context_len=32, kv_cache_dtype=torch.float16)

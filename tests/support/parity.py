@@ -20,9 +20,36 @@ class Trace:
     tokens: list[int]
 
 
-def eager_trace(model: PreTrainedModel, prompt: torch.Tensor, steps: int) -> Trace:
-    """Greedy decode with the model's own dynamic cache and attention (the reference)."""
-    cache = DynamicCache(config=model.config)
+class RoundingCache(DynamicCache):
+    """transformers' dynamic cache holding every key and value rounded to `dtype` (as a
+    narrower KV cache does); attention reads them back in the model's dtype."""
+
+    def __init__(self, dtype: torch.dtype, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.round_to = dtype
+
+    def update(
+        self,
+        key_states: torch.Tensor,
+        value_states: torch.Tensor,
+        layer_idx: int,
+        *args: object,
+        **kwargs: object,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        keys = key_states.to(self.round_to).to(key_states.dtype)
+        values = value_states.to(self.round_to).to(value_states.dtype)
+        return super().update(keys, values, layer_idx, *args, **kwargs)
+
+
+def eager_trace(
+    model: PreTrainedModel, prompt: torch.Tensor, steps: int, kv_dtype: torch.dtype | None = None
+) -> Trace:
+    """Greedy decode with the model's own dynamic cache and attention (the reference);
+    `kv_dtype` rounds what the cache holds (RoundingCache)."""
+    if kv_dtype is None:
+        cache = DynamicCache(config=model.config)
+    else:
+        cache = RoundingCache(kv_dtype, config=model.config)
     logits, tokens = [], []
     with torch.no_grad():
         row = model(input_ids=prompt, cache=cache, use_cache=True).logits[0, -1]
@@ -56,6 +83,10 @@ def program_trace(step: Step, prompt: torch.Tensor, steps: int, chunk: int, forc
     return Trace(logits, tokens)
 
 
+def max_logit_diff(got: Trace, want: Trace) -> float:
+    return max(float((g - w).abs().max()) for g, w in zip(got.logits, want.logits, strict=True))
+
+
 def assert_same_run(got: Trace, want: Trace, rel_tol: float = 1e-4) -> None:
     """Logits within tolerance (relative to the logit scale) and the same greedy tokens.
 
@@ -64,7 +95,7 @@ def assert_same_run(got: Trace, want: Trace, rel_tol: float = 1e-4) -> None:
     else is a real divergence.
     """
     tol = rel_tol * max(1.0, max(float(w.abs().max()) for w in want.logits))
-    worst = max(float((g - w).abs().max()) for g, w in zip(got.logits, want.logits, strict=True))
+    worst = max_logit_diff(got, want)
     assert worst <= tol, f"max |logit diff| {worst:.3g} > {tol:.3g}"
     assert len(got.tokens) == len(want.tokens)
     for step, (g, w) in enumerate(zip(got.tokens, want.tokens, strict=True)):

@@ -112,6 +112,7 @@ def test_task_help_lists_both_tasks(capsys):
     ("flags", "message"),
     [
         (["--task", "image-text-to-text", "--native_kernels"], "--native_kernels is not supported"),
+        (["--kv_cache_dtype", "float16"], "--kv_cache_dtype float16 needs --native_kernels"),
         (["--task", "summarization"], "unsupported task 'summarization'"),
         (["--recipe", "coreml"], "unsupported recipe 'coreml'"),
         (["--max_seq_len", "0"], "--max_seq_len must be in [1, 32768], got 0"),
