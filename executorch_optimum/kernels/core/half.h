@@ -31,27 +31,39 @@ inline bool has_f16c() {
   return yes;
 }
 
-__attribute__((target("avx,f16c"))) inline void narrow_f16c(half* dst, const float* src, int64_t n) {
+// The vector body of a row conversion, 8 elements at a time; returns how many it converted.
+__attribute__((target("avx,f16c"))) inline int64_t convert_f16c(half* dst, const float* src, int64_t n) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     const __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), h);
   }
-  for (; i < n; ++i) {
-    dst[i] = static_cast<half>(src[i]);
-  }
+  return i;
 }
 
-__attribute__((target("avx,f16c"))) inline void widen_f16c(float* dst, const half* src, int64_t n) {
+__attribute__((target("avx,f16c"))) inline int64_t convert_f16c(float* dst, const half* src, int64_t n) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
   }
-  for (; i < n; ++i) {
-    dst[i] = static_cast<float>(src[i]);
-  }
+  return i;
 }
 #endif
+
+// dst[i] = src[i] as To, i < n, between float and half (F16C's vector body where the CPU has it,
+// the compiler's conversion for the rest: the same rounding).
+template <class To, class From>
+inline void convert_row(To* dst, const From* src, int64_t n) {
+  int64_t i = 0;
+#if EO_HALF_F16C_DISPATCH
+  if (has_f16c()) {
+    i = convert_f16c(dst, src, n);
+  }
+#endif
+  for (; i < n; ++i) {
+    dst[i] = static_cast<To>(src[i]);
+  }
+}
 
 }  // namespace detail
 
@@ -62,29 +74,13 @@ inline void store_row(T* dst, const float* src, int64_t n) {
   if constexpr (std::is_same_v<T, float>) {
     std::memcpy(dst, src, static_cast<std::size_t>(n) * sizeof(float));
   } else {
-#if EO_HALF_F16C_DISPATCH
-    if (detail::has_f16c()) {
-      detail::narrow_f16c(dst, src, n);
-      return;
-    }
-#endif
-    for (int64_t i = 0; i < n; ++i) {
-      dst[i] = static_cast<half>(src[i]);
-    }
+    detail::convert_row(dst, src, n);
   }
 }
 
 // dst[i] = src[i] as float, i < n (exact).
 inline void widen_row(float* dst, const half* src, int64_t n) {
-#if EO_HALF_F16C_DISPATCH
-  if (detail::has_f16c()) {
-    detail::widen_f16c(dst, src, n);
-    return;
-  }
-#endif
-  for (int64_t i = 0; i < n; ++i) {
-    dst[i] = static_cast<float>(src[i]);
-  }
+  detail::convert_row(dst, src, n);
 }
 
 }  // namespace eo::core
