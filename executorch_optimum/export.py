@@ -136,8 +136,6 @@ def validate(options: ExportOptions, check_model_dir: bool = True) -> None:
     if not options.use_custom_kv_cache:
         raise ExportError("--use_custom_kv_cache is required: the ExecuTorch caches are what update in place")
     if options.task == IMAGE_TEXT_TO_TEXT:
-        if options.native_kernels:
-            raise ExportError("--native_kernels is not supported for --task image-text-to-text yet")
         if not options.last_logits_only:
             raise ExportError("--full_logits is not supported for --task image-text-to-text")
     _validate_output(options.output)
@@ -293,6 +291,8 @@ def _wrap(model: torch.nn.Module, options: ExportOptions) -> torch.nn.Module:
             use_custom_kv_cache=options.use_custom_kv_cache,
             use_custom_sdpa=options.use_custom_sdpa,
             processor_config=processor,
+            native_kernels=options.native_kernels,
+            kv_cache_dtype=KV_CACHE_DTYPES[options.kv_cache_dtype],
         )
     except (NotImplementedError, ValueError) as err:
         raise ExportError(str(err)) from None

@@ -96,6 +96,11 @@ class ImageTextToTextExportableModule(torch.nn.Module):
             default: the family's image processor defaults (`modules/vision.py`).
         processor_config: the checkpoint's `preprocessor_config.json` as a dict; its mean,
             std, resample and size override `image_preprocessing`.
+        native_kernels: the text decoder's attention on our C++ kernels, as in
+            `CausalLMExportableModule` (Gemma 3's sliding layers get exact-size rings); the
+            runtime must load libeo_et_kernels.so.
+        kv_cache_dtype: the caches' element type; None = the model's. float16 under a float32
+            model needs `native_kernels`.
     """
 
     def __init__(
@@ -108,11 +113,19 @@ class ImageTextToTextExportableModule(torch.nn.Module):
         vision_attention: str = "sdpa",
         image_preprocessing: ImagePreprocessing | None = None,
         processor_config: Mapping[str, Any] | None = None,
+        native_kernels: bool = False,
+        kv_cache_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         language_model, lm_head = _text_parts(model)
         decoder_cache = DecoderCache(
-            model, max_seq_len, max_context_len, use_custom_kv_cache, use_custom_sdpa
+            model,
+            max_seq_len,
+            max_context_len,
+            use_custom_kv_cache,
+            use_custom_sdpa,
+            native_kernels,
+            kv_cache_dtype,
         )
         max_context_len = decoder_cache.max_context_len
         family = vision_family(model)
@@ -123,6 +136,7 @@ class ImageTextToTextExportableModule(torch.nn.Module):
         self.max_seq_len = max_seq_len
         self.max_context_len = max_context_len
         self.use_custom_sdpa = use_custom_sdpa
+        self.native_kernels = native_kernels
         self.image_token_id = int(config.image_token_id)
         self.image_size = int(self.vision_config.image_size)
         self.num_channels = int(getattr(self.vision_config, "num_channels", 3))
@@ -151,7 +165,8 @@ class ImageTextToTextExportableModule(torch.nn.Module):
         tokens = torch.export.Dim("tokens", min=1, max=self.max_context_len)
         hidden = int(self.text_config.hidden_size)
         dtype = next(self.model.parameters()).dtype
-        with torch.no_grad(), rotary_for_export(self.text_decoder):
+        # Our attention kernel rotates queries (and keys) itself: eo::rope_ring_sdpa.
+        with torch.no_grad(), rotary_for_export(self.text_decoder, defer_rotary=self.native_kernels):
             programs = {
                 "token_embedding": torch.export.export(
                     self.token_embedding,

@@ -16,7 +16,7 @@ from tests.multimodal.tiny_vlm import (
     program_vlm_trace,
     tiny_gemma3_vlm,
 )
-from tests.support.parity import assert_same_run
+from tests.support.parity import assert_same_run, max_logit_diff
 
 STEPS = 32
 CHUNK = 8
@@ -114,3 +114,40 @@ def test_processor_config_overrides_the_family_defaults() -> None:
     default = ImageTextToTextExportableModule(tiny_llava_vlm(), max_seq_len=CHUNK).metadata()
     assert default["image_shortest_edge"] == default["image_size"] != 40
     assert default["image_mean"] != pytest.approx(processor["image_mean"])
+
+
+def _native_programs(vlm: TinyVLM, kv_cache_dtype: torch.dtype | None = None) -> tuple[torch.nn.Module, dict]:
+    """(eager copy, programs) of `vlm` exported with its text attention on our kernels."""
+    model = vlm.build()
+    reference = copy.deepcopy(model)
+    module = ImageTextToTextExportableModule(
+        model, max_seq_len=CHUNK, max_context_len=64, native_kernels=True, kv_cache_dtype=kv_cache_dtype
+    )
+    return reference, module.export()
+
+
+@pytest.mark.parametrize("vlm", FAMILIES, ids=lambda vlm: vlm.name)
+def test_native_kernels_match_eager(vlm: TinyVLM) -> None:
+    """With `native_kernels` the text decoder's attention runs on our rope ops (Gemma 3: after
+    its q/k norms, its sliding layer on a ring), and the chained methods still follow eager."""
+    reference, programs = _native_programs(vlm)
+    targets = {str(n.target) for n in programs["text_decoder"].graph.nodes if n.op == "call_function"}
+    prefix = "norm_" if vlm.name == "gemma3" else ""
+    assert {f"eo.{prefix}rope_ring_sdpa.default", f"eo.{prefix}rope_kv_update.default"} <= targets
+    assert not [t for t in targets if t.startswith("llama.")], targets
+    prompt, pixels = vlm.image_prompt(), vlm.pixel_values()
+    want = eager_vlm_trace(reference, prompt, pixels, STEPS)
+    assert_same_run(_trace(programs, prompt, pixels, want.tokens), want)
+
+
+def test_half_kv_cache_follows_eager_over_rounded_keys_and_values() -> None:
+    """Gemma 3 with float16 caches (ring and full layer) follows eager transformers whose cache
+    rounds each key and value to float16, more closely than the exact float32 run."""
+    vlm = FAMILIES[0]
+    reference, programs = _native_programs(vlm, torch.float16)
+    prompt, pixels = vlm.image_prompt(), vlm.pixel_values()
+    rounded = eager_vlm_trace(reference, prompt, pixels, STEPS, kv_dtype=torch.float16)
+    exact = eager_vlm_trace(reference, prompt, pixels, STEPS)
+    got = _trace(programs, prompt, pixels, rounded.tokens)
+    assert_same_run(got, rounded)
+    assert max_logit_diff(got, rounded) < max_logit_diff(got, exact)

@@ -1,6 +1,7 @@
 """The lowered .pte, chained by our runtime (executorch_optimum.runtime.multimodal), matches eager.
 
-Each test runs for both families (Gemma 3, LLaVA): one lowering per family per file."""
+Each test runs for both families (Gemma 3, LLaVA) and for Gemma 3 on our attention kernels: one
+lowering per case per file."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from executorch_optimum import kernels
 from executorch_optimum.modules import ImageTextToTextExportableModule
 from executorch_optimum.runtime.multimodal import ImageError, MultimodalGenerator
 from executorch_optimum.xnnpack import export_to_executorch_with_xnnpack
@@ -20,16 +22,27 @@ STEPS = 32
 CHUNK = 8
 
 
-@pytest.fixture(scope="module", params=FAMILIES, ids=lambda vlm: vlm.name)
+# (family, native_kernels): Gemma 3 also with the text decoder's attention on our kernels
+# (its sliding layer on an exact-size ring), which the runtime loads before the program.
+CASES = [(vlm, False) for vlm in FAMILIES] + [(FAMILIES[0], True)]
+
+
+@pytest.fixture(scope="module", params=CASES, ids=lambda case: case[0].name + ("-native" if case[1] else ""))
 def lowered(request, tmp_path_factory: pytest.TempPathFactory) -> tuple[TinyVLM, torch.nn.Module, Path]:
-    vlm: TinyVLM = request.param
+    vlm, native = request.param
     model = vlm.build()
     reference = copy.deepcopy(model)
-    module = ImageTextToTextExportableModule(model, max_seq_len=CHUNK, max_context_len=64)
+    module = ImageTextToTextExportableModule(
+        model, max_seq_len=CHUNK, max_context_len=64, native_kernels=native
+    )
     result = export_to_executorch_with_xnnpack(module)
     # The projections of the text decoder and the vision tower run in XNNPACK.
     portable = result.report.portable_ops()
     assert not [op for op in portable if "linear" in op or "mm" in op], portable
+    attention = {op for op in portable if "sdpa" in op}
+    assert attention and all(op.startswith("eo.") == native for op in attention), attention
+    if native:
+        kernels.load_et_kernels()
     pte = tmp_path_factory.mktemp("pte") / "vlm.pte"
     pte.write_bytes(result.buffer)
     return vlm, reference, pte

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import transformers
 
-from tests.support.parity import Trace
+from tests.support.parity import Trace, reference_cache
 
 IMAGE_TOKEN = 250
 BOI_TOKEN = 251
@@ -176,10 +176,15 @@ Decode = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def eager_vlm_trace(
-    model: transformers.PreTrainedModel, prompt: torch.Tensor, pixels: torch.Tensor | None, steps: int
+    model: transformers.PreTrainedModel,
+    prompt: torch.Tensor,
+    pixels: torch.Tensor | None,
+    steps: int,
+    kv_dtype: torch.dtype | None = None,
 ) -> Trace:
-    """Greedy decode of the eager model (its own cache, causal attention) from a prompt + image."""
-    cache = transformers.DynamicCache(config=model.config)
+    """Greedy decode of the eager model (its own cache, causal attention) from a prompt + image;
+    `kv_dtype` rounds what the cache holds (tests.support.parity.RoundingCache)."""
+    cache = reference_cache(model, kv_dtype)
     logits, tokens = [], []
     with torch.no_grad():
         row = model(input_ids=prompt, pixel_values=pixels, cache=cache, use_cache=True).logits[0, -1]

@@ -41,15 +41,19 @@ class RoundingCache(DynamicCache):
         return super().update(keys, values, layer_idx, *args, **kwargs)
 
 
+def reference_cache(model: PreTrainedModel, kv_dtype: torch.dtype | None = None) -> DynamicCache:
+    """The eager reference's cache: transformers' own, or one rounding to `kv_dtype`."""
+    if kv_dtype is None:
+        return DynamicCache(config=model.config)
+    return RoundingCache(kv_dtype, config=model.config)
+
+
 def eager_trace(
     model: PreTrainedModel, prompt: torch.Tensor, steps: int, kv_dtype: torch.dtype | None = None
 ) -> Trace:
     """Greedy decode with the model's own dynamic cache and attention (the reference);
     `kv_dtype` rounds what the cache holds (RoundingCache)."""
-    if kv_dtype is None:
-        cache = DynamicCache(config=model.config)
-    else:
-        cache = RoundingCache(kv_dtype, config=model.config)
+    cache = reference_cache(model, kv_dtype)
     logits, tokens = [], []
     with torch.no_grad():
         row = model(input_ids=prompt, cache=cache, use_cache=True).logits[0, -1]

@@ -111,7 +111,6 @@ def test_task_help_lists_both_tasks(capsys):
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--task", "image-text-to-text", "--native_kernels"], "--native_kernels is not supported"),
         (["--kv_cache_dtype", "float16"], "--kv_cache_dtype float16 needs --native_kernels"),
         (["--task", "summarization"], "unsupported task 'summarization'"),
         (["--recipe", "coreml"], "unsupported recipe 'coreml'"),

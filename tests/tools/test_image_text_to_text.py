@@ -141,6 +141,24 @@ def test_text_prompt_with_placeholder_and_png_gives_eager_tokens(exported, png, 
     assert result["stats"]["generated_tokens"] == len(result["tokens"])
 
 
+def test_native_kernels_export_gives_eager_tokens(exported, png, tmp_path, capsys) -> None:
+    """`--native_kernels`: the text decoder's attention on our C++ kernels, which //tools:generate
+    loads; the same prompt and image give the eager model's tokens."""
+    ckpt, _ = exported
+    out = tmp_path / "native"
+    export_vlm(ckpt, out, "--native_kernels")
+    capsys.readouterr()  # the export's progress lines
+    assert json.loads((out / "vlm.json").read_text())["options"]["native_kernels"] is True
+    text = "<007> <start_of_image> <010> <011>"
+    code, result, err = _generate(
+        capsys, "--pte", str(out / "vlm.pte"), "--prompt", text, "--image", str(png)
+    )
+    assert code == 0, err
+    want_ids, pixels = _hf_inputs(text, [png])
+    assert result["prompt_ids"] == want_ids
+    assert result["tokens"] == _eager_tokens(ckpt, want_ids, pixels)
+
+
 def test_prompt_without_placeholder_gets_the_image_first(exported, png, capsys) -> None:
     _, out = exported
     code, result, err = _generate(

@@ -10,10 +10,9 @@ import numpy as np
 from PIL import Image
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, processors
 
-from executorch_optimum.runtime.cli import main as generate
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import export as export_cli  # noqa: E402
+from generate import main as generate  # noqa: E402  (//tools:generate: loads our kernels too)
 
 BOS, EOS = 1, 2
 
@@ -35,8 +34,9 @@ def word_tokenizer(special: dict[int, str], added: dict[int, str] | None = None)
     return tokenizer
 
 
-def export_vlm(ckpt: Path, out: Path) -> None:
-    """//tools:export --task image-text-to-text of `ckpt` into out/vlm.pte (+ vlm.json)."""
+def export_vlm(ckpt: Path, out: Path, *flags: str) -> None:
+    """//tools:export --task image-text-to-text of `ckpt` into out/vlm.pte (+ vlm.json), with
+    any further `flags`."""
     code = export_cli.main(
         [
             "--model",
@@ -51,6 +51,7 @@ def export_vlm(ckpt: Path, out: Path) -> None:
             str(out / "vlm.pte"),
             "--report",
             str(out / "vlm.json"),
+            *flags,
         ]
     )
     assert code == 0
