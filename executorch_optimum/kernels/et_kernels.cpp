@@ -64,21 +64,13 @@ bool cache_type(const Tensor& t) {
 // Calls fn(T{}) with T the element type of `cache` (float or eo::core::half) as the kernels see it.
 template <class Fn>
 void with_cache_type(const Tensor& cache, Fn&& fn) {
-  if (cache.scalar_type() == ScalarType::Half) {
-    fn(eo::core::half{});
-  } else {
-    fn(float{});
-  }
+  eo::core::with_cache_type(cache.scalar_type() == ScalarType::Half, fn);
 }
 
-// A cache's data as the kernels' element type T.
+// A cache's data as the kernels' element type T (checked by cache_type).
 template <class T>
 T* cache_data(const Tensor& t) {
-  if constexpr (std::is_same_v<T, float>) {
-    return t.mutable_data_ptr<float>();
-  } else {
-    return reinterpret_cast<T*>(t.mutable_data_ptr<executorch::aten::Half>());
-  }
+  return static_cast<T*>(t.mutable_data_ptr());
 }
 
 // ---- ring_update_cache -----------------------------------------------------------------------

@@ -71,21 +71,13 @@ void check_cache(const at::Tensor& t, const char* op, const char* name) {
 // Calls fn(T{}) with T the element type of `cache` (float or eo::core::half) as the kernels see it.
 template <class Fn>
 void with_cache_type(const at::Tensor& cache, Fn&& fn) {
-  if (cache.scalar_type() == at::kHalf) {
-    fn(eo::core::half{});
-  } else {
-    fn(float{});
-  }
+  eo::core::with_cache_type(cache.scalar_type() == at::kHalf, fn);
 }
 
-// A cache's data as the kernels' element type T.
+// A cache's data as the kernels' element type T (checked by check_cache).
 template <class T>
 T* cache_data(const at::Tensor& t) {
-  if constexpr (std::is_same_v<T, float>) {
-    return t.data_ptr<float>();
-  } else {
-    return reinterpret_cast<T*>(t.data_ptr<at::Half>());
-  }
+  return static_cast<T*>(t.mutable_data_ptr());
 }
 
 // ---- ring_update_cache -----------------------------------------------------------------------

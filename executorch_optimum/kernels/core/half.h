@@ -22,6 +22,17 @@ using half = _Float16;
 template <class T>
 inline constexpr bool kCacheType = std::is_same_v<T, float> || std::is_same_v<T, half>;
 
+// Calls fn(T{}) with T the cache element type the kernels see: half for a float16 cache, else
+// float. Both op registrations (PyTorch, ExecuTorch) dispatch through this one switch.
+template <class Fn>
+inline void with_cache_type(bool is_half, Fn&& fn) {
+  if (is_half) {
+    fn(half{});
+  } else {
+    fn(float{});
+  }
+}
+
 namespace detail {
 
 #if EO_HALF_F16C_DISPATCH
