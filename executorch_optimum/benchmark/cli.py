@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from executorch_optimum.benchmark.errors import BenchmarkError
-from executorch_optimum.benchmark.exporters import Exporter, ForeignExporter, OurExporter
+from executorch_optimum.benchmark.exporters import KV_CACHE_DTYPES, Exporter, ForeignExporter, OurExporter
 from executorch_optimum.benchmark.variants import VARIANTS, parse_variant_list
 from executorch_optimum.benchmark.workdir import DEFAULT_WORK_DIR
 from executorch_optimum.benchmark.zoo import parse_model_list, zoo_models
@@ -203,6 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
         "runtime here loads libeo_et_kernels.so, ExecuTorch's stock runners would need it linked); "
         "ratios are then that program's",
     )
+    p.add_argument(
+        "--kv_cache_dtype",
+        choices=KV_CACHE_DTYPES,
+        default="float32",
+        help="export ours with KV caches of this type (float16: half the cache memory and bytes "
+        "read per decode step; needs --native_kernels; exporter 'ours+eo_kernels+kv_float16') "
+        "(default: %(default)s)",
+    )
     p.add_argument("--no_eager", action="store_true", help="skip the eager transformers baseline")
     p.add_argument(
         "--compare",
@@ -248,11 +256,14 @@ def _plan(args: argparse.Namespace):  # noqa: ANN202 (returns config, exporters,
             f"--prompt_len + --new_tokens ({args.prompt_len + args.new_tokens}) exceeds "
             f"--max_context_len ({args.max_context_len})"
         )
+    if args.kv_cache_dtype != "float32" and not args.native_kernels:
+        raise BenchmarkError(f"--kv_cache_dtype {args.kv_cache_dtype} needs --native_kernels")
     exporters: list[Exporter] = [
         OurExporter(
             max_seq_len=args.max_seq_len,
             max_context_len=args.max_context_len,
             native_kernels=args.native_kernels,
+            kv_cache_dtype=args.kv_cache_dtype,
         )
     ]
     available = comparison_exporters()

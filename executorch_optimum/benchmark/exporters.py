@@ -147,18 +147,31 @@ def source_version(root: Path = PACKAGE_DIR, exclude: tuple[str, ...] = ("benchm
     return digest.hexdigest()
 
 
+# The names executorch_optimum.export.KV_CACHE_DTYPES maps to torch dtypes (that module imports
+# torch, which the benchmark's parent process must not load before it sets its thread settings).
+KV_CACHE_DTYPES = ("float32", "float16")
+
+
 class OurExporter:
     """executorch_optimum's exporter, in a child process (`export_child`)."""
 
     def __init__(
-        self, max_seq_len: int = 128, max_context_len: int | None = None, native_kernels: bool = False
+        self,
+        max_seq_len: int = 128,
+        max_context_len: int | None = None,
+        native_kernels: bool = False,
+        kv_cache_dtype: str = "float32",
     ) -> None:
         self.max_seq_len = max_seq_len
         self.max_context_len = max_context_len
         # All attention on our C++ kernels: the runtime that measures it loads libeo_et_kernels.so.
         self.native_kernels = native_kernels
         self.needs_our_kernels = native_kernels
-        self.name = "ours+eo_kernels" if native_kernels else "ours"
+        # float16 caches need our kernels (export_model refuses them otherwise).
+        self.kv_cache_dtype = kv_cache_dtype
+        self.name = ("ours+eo_kernels" if native_kernels else "ours") + (
+            "" if kv_cache_dtype == "float32" else f"+kv_{kv_cache_dtype}"
+        )
         # Hashed once: every export of one run is keyed by the same source version.
         self._source = source_version()
 
@@ -170,6 +183,7 @@ class OurExporter:
                 "max_seq_len": self.max_seq_len,
                 "max_context_len": self.max_context_len,
                 "native_kernels": self.native_kernels,
+                "kv_cache_dtype": self.kv_cache_dtype,
             },
             sort_keys=True,
         )
@@ -190,6 +204,7 @@ class OurExporter:
             "max_seq_len": self.max_seq_len,
             "max_context_len": self.max_context_len,
             "native_kernels": self.native_kernels,
+            "kv_cache_dtype": self.kv_cache_dtype,
         }
         request_file = out_dir / "request.json"
         request_file.write_text(json.dumps(request, indent=2) + "\n")

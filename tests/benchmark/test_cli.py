@@ -60,6 +60,20 @@ def test_context_too_short(capsys: pytest.CaptureFixture[str], work: list[str]) 
     assert code == 2 and "exceeds --max_context_len (200)" in err
 
 
+def test_half_kv_cache_needs_native_kernels(capsys: pytest.CaptureFixture[str], work: list[str]) -> None:
+    code, err = _run(capsys, "--models", "smollm2_tiny", "--kv_cache_dtype", "float16", *work)
+    assert code == 2 and err.strip() == "error: --kv_cache_dtype float16 needs --native_kernels"
+    assert not Path(work[1]).exists()
+
+
+def test_kv_cache_dtype_names_are_the_exporters() -> None:
+    """The benchmark offers exactly the cache types export_model maps (kept torch-free here)."""
+    from executorch_optimum.benchmark.exporters import KV_CACHE_DTYPES
+    from executorch_optimum.export import KV_CACHE_DTYPES as EXPORT_KV_CACHE_DTYPES
+
+    assert set(KV_CACHE_DTYPES) == set(EXPORT_KV_CACHE_DTYPES)
+
+
 @pytest.mark.parametrize("flag", ["--repeats", "--threads", "--prompt_len", "--prefill_calls"])
 def test_non_positive_numbers(capsys: pytest.CaptureFixture[str], flag: str) -> None:
     with pytest.raises(SystemExit) as exit_info:

@@ -294,3 +294,40 @@ def test_native_kernels_export_is_measured_with_our_kernels(
     native, stock = (entry / "model.pte").read_bytes(), Path(exported["measured"].pte).read_bytes()
     assert b"ring_sdpa" in native and b"custom_sdpa" not in native
     assert b"custom_sdpa" in stock and b"ring_sdpa" not in stock
+
+
+def _cache_dtypes(pte: bytes) -> list[int]:
+    """Scalar types (ExecuTorch's enum) of the program's [1, context, kv heads, head dim]
+    tensors: its KV caches."""
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    config = json.loads(config_path(MODEL).read_text())
+    shape = [1, MAX_CONTEXT, config["num_key_value_heads"], config["head_dim"]]
+    restored = deserialize_pte_binary(pte)
+    plan = getattr(restored, "program", restored).execution_plan[0]
+    tensors = [value.val for value in plan.values if hasattr(value.val, "scalar_type")]
+    return [int(t.scalar_type) for t in tensors if list(t.sizes) == shape]
+
+
+def test_half_kv_cache_export_is_measured(work: Path, exported: dict, tmp_path: Path) -> None:
+    """`--native_kernels --kv_cache_dtype float16`: an exporter of its own whose program holds
+    float16 caches (where the default export's are float32), measured in the runtime."""
+    from executorch_optimum.benchmark.cli import main
+    from executorch_optimum.benchmark.results import from_json
+
+    out = tmp_path / "results"
+    argv = ["--models", MODEL, "--variants", "fp32", "--plot_models", "", "--work_dir", str(work)]
+    argv += ["--out_dir", str(out), "--max_seq_len", str(MAX_SEQ_LEN), "--max_context_len", str(MAX_CONTEXT)]
+    argv += ["--prompt_len", "20", "--new_tokens", "8", "--repeats", "1", "--threads", "1", "--no_eager"]
+    argv += ["--native_kernels", "--kv_cache_dtype", "float16"]
+    assert main(argv) == 0
+    (row,) = from_json((out / "results.json").read_text()).rows
+    assert row.exporter == "ours+eo_kernels+kv_float16" and min(row.decode_tokens_per_s) > 0
+    exporter = OurExporter(
+        max_seq_len=MAX_SEQ_LEN, max_context_len=MAX_CONTEXT, native_kernels=True, kv_cache_dtype="float16"
+    )
+    entry = workdir.export_entry(work, exporter, MODEL, "fp32", exported["key"])
+    half, float32 = 5, 6  # ExecuTorch's ScalarType values
+    layers = json.loads(config_path(MODEL).read_text())["num_hidden_layers"]
+    assert _cache_dtypes((entry / "model.pte").read_bytes()) == [half] * (2 * layers)
+    assert _cache_dtypes(Path(exported["measured"].pte).read_bytes()) == [float32] * (2 * layers)
