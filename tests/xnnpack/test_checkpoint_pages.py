@@ -3,6 +3,7 @@ resident whole), with the same quantized model as torchao's one pass and the sam
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -127,6 +128,10 @@ def test_same_model_as_one_torchao_pass(checkpoint: Path, chunk_bytes, monkeypat
 def test_page_out_keeps_the_bytes_and_skips_anonymous_memory(tmp_path: Path) -> None:
     path = tmp_path / "w.safetensors"
     save_file({"w": torch.randn(1024, 1024)}, path)
+    # Written back first, as a checkpoint on disk is: the kernel reclaims clean file pages at
+    # once, while dirty ones wait for writeback (seen to fail here under another job's I/O).
+    with open(path, "rb+") as written:
+        os.fsync(written.fileno())
     with safe_open(path, "pt") as f:
         mapped = f.get_tensor("w")
     copy = mapped.clone()
