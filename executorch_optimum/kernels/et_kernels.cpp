@@ -140,7 +140,7 @@ void run_ring_sdpa(KernelRuntimeContext& ctx, const char* op, const float* q, eo
                         static_cast<const T*>(cache_data<T>(v_cache)), strides3(v_cache),
                         out.mutable_data_ptr<float>(), sh, p, threads, [&ok, threads](int64_t n, const auto& fn) {
                           const int64_t grain = std::max<int64_t>(1, n / (4 * threads));
-                          ok = executorch::extension::parallel_for(0, n, grain, fn);
+                          ok = executorch::extension::parallel_for(0, n, grain, fn) && ok;
                         });
   });
   ET_KERNEL_CHECK_MSG(ctx, ok, Internal, , "%s: parallel_for failed", op);

@@ -20,6 +20,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <string_view>
 #include <vector>
 
@@ -1317,22 +1318,28 @@ void ring_sdpa_prefill(const float* q, Strides3 qs, const half* k, Strides3 ks, 
   const int64_t end = p.start_pos + sh.S;
   const int64_t n = std::min(end, sh.C);
   const int64_t row = sh.Hkv * sh.D;
-  std::vector<float> wide_k(static_cast<std::size_t>(sh.B * n * row));
-  std::vector<float> wide_v(wide_k.size());
-  for (int64_t b = 0; b < sh.B; ++b) {
-    for (int64_t t = end - n; t < end; ++t) {
+  // Uninitialised (every slot is written below) and widened on every thread: a 128-query
+  // Qwen3-shaped call at 1024 / 2048 positions ran 7-10 % faster (2 threads) than when the
+  // calling thread zero-filled and widened it alone.
+  const auto wide_size = static_cast<std::size_t>(sh.B * n * row);
+  std::unique_ptr<float[]> wide_k(new float[wide_size]);
+  std::unique_ptr<float[]> wide_v(new float[wide_size]);
+  parallel_for(sh.B * n, [&](int64_t begin, int64_t stop) {
+    for (int64_t u = begin; u < stop; ++u) {
+      const int64_t b = u / n;
+      const int64_t t = end - n + u % n;
       const int64_t src = t % sh.C;
       const int64_t dst = (b * n + t % n) * row;
       for (int64_t h = 0; h < sh.Hkv; ++h) {
-        widen_row(wide_k.data() + dst + h * sh.D, k + b * ks.b + src * ks.s + h * ks.h, sh.D);
-        widen_row(wide_v.data() + dst + h * sh.D, v + b * vs.b + src * vs.s + h * vs.h, sh.D);
+        widen_row(wide_k.get() + dst + h * sh.D, k + b * ks.b + src * ks.s + h * ks.h, sh.D);
+        widen_row(wide_v.get() + dst + h * sh.D, v + b * vs.b + src * vs.s + h * vs.h, sh.D);
       }
     }
-  }
+  });
   const Strides3 wide{n * row, row, sh.D};
   RingSdpaShape wide_sh = sh;
   wide_sh.C = n;
-  ring_sdpa_prefill(q, qs, wide_k.data(), wide, wide_v.data(), wide, out, wide_sh, p, threads, parallel_for);
+  ring_sdpa_prefill(q, qs, wide_k.get(), wide, wide_v.get(), wide, out, wide_sh, p, threads, parallel_for);
 }
 
 // Sliding-window attention of S queries over a ring that already holds this call's keys (call
