@@ -1,6 +1,7 @@
 """Our C++ kernels plugged into the caches and attention match eager, in export and in a .pte:
 Gemma 3 and Gemma 2 shaped models (rings; prompt 3x the window, 64 decode steps), and Llama and
-Qwen3 shaped ones (full attention on eo::ring_sdpa)."""
+Qwen3 shaped ones (full attention on eo::ring_sdpa). The exported models compute q/k/v in one
+linear (what the export pipeline does for quantized ones); the eager references keep three."""
 
 import copy
 
@@ -10,7 +11,7 @@ from executorch.runtime import Runtime
 
 from executorch_optimum import kernels
 from executorch_optimum.caches import EORingLayer
-from executorch_optimum.modules import CausalLMExportableModule
+from executorch_optimum.modules import CausalLMExportableModule, fuse_attention_inputs
 from executorch_optimum.xnnpack import export_to_executorch_with_xnnpack
 from tests.support.parity import assert_same_run, eager_trace, max_logit_diff, program_trace
 from tests.support.tiny_models import tiny_model
@@ -31,8 +32,12 @@ def _case(arch, **overrides):
 
 
 def _native_module(model, max_seq_len, kv_cache_dtype=None):
+    """q/k/v fused as export_model does for quantized --native_kernels exports (fp32 here: the
+    fusion must be exact), on a copy; the eager reference keeps three linears."""
+    fused = copy.deepcopy(model)
+    assert fuse_attention_inputs(fused) == model.config.num_hidden_layers
     return CausalLMExportableModule(
-        copy.deepcopy(model),
+        fused,
         max_seq_len=max_seq_len,
         max_context_len=96,
         native_kernels=True,

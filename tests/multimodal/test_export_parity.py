@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from executorch_optimum.modules import ImageTextToTextExportableModule
+from executorch_optimum.modules import ImageTextToTextExportableModule, fuse_attention_inputs
 from tests.multimodal.tiny_vlm import (
     FAMILIES,
     IMAGE_TOKEN,
@@ -117,9 +117,15 @@ def test_processor_config_overrides_the_family_defaults() -> None:
 
 
 def _native_programs(vlm: TinyVLM, kv_cache_dtype: torch.dtype | None = None) -> tuple[torch.nn.Module, dict]:
-    """(eager copy, programs) of `vlm` exported with its text attention on our kernels."""
+    """(eager copy, programs) of `vlm` exported with its text attention on our kernels, q/k/v
+    fused in the text layers as the export pipeline does for quantized exports (the vision tower
+    stays as it is)."""
     model = vlm.build()
     reference = copy.deepcopy(model)
+    text_layers = model.config.get_text_config().num_hidden_layers
+    vision_linears = sum(type(m) is torch.nn.Linear for m in model.model.vision_tower.modules())
+    assert fuse_attention_inputs(model) == text_layers
+    assert sum(type(m) is torch.nn.Linear for m in model.model.vision_tower.modules()) == vision_linears
     module = ImageTextToTextExportableModule(
         model, max_seq_len=CHUNK, max_context_len=64, native_kernels=True, kv_cache_dtype=kv_cache_dtype
     )
