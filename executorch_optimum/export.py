@@ -324,8 +324,8 @@ def export_model(options: ExportOptions, progress: Progress = print) -> ExportRe
     timings: dict[str, float] = {}
     with _phase("load", timings, progress):
         model = _load_model(options)
-    # Quantized only: fp32 decode streams the same bytes either way (measured 0.998x) and the
-    # fused fp32 weights raised SmolLM2's export peak RSS by a third.
+    # Quantized only: fp32 decode streams the same bytes either way (measured 0.998x), and the
+    # fused fp32 weights would stay in memory through lowering.
     if options.native_kernels and options.qlinear:
         with _phase("fuse", timings, progress):
             from executorch_optimum.modules import fuse_attention_inputs

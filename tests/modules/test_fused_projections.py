@@ -1,5 +1,5 @@
-"""A fused q/k/v linear computes what the three linears computed, and only attention inputs
-that really read one tensor are fused."""
+"""A fused q/k/v linear computes what the three linears computed, and only the text decoder's
+attention projections are fused."""
 
 import copy
 
@@ -66,37 +66,55 @@ def test_quantized_linears_are_left_alone():
 
 
 class _Attention(torch.nn.Module):
-    def __init__(self, shared_input: bool) -> None:
+    def __init__(self, shared_input: bool, k_width: int = 8) -> None:
         super().__init__()
         self.shared_input = shared_input
         self.q_proj = torch.nn.Linear(8, 8)
-        self.k_proj = torch.nn.Linear(8, 4, bias=False)
-        self.v_proj = torch.nn.Linear(8, 4)
+        self.k_proj = torch.nn.Linear(k_width, 4, bias=False)
+        self.v_proj = torch.nn.Linear(k_width, 4)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        kv_input = x if self.shared_input else x * 2  # cross-attention-like: k/v read another tensor
+    def forward(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        kv_input = x if self.shared_input else other  # cross-attention: k/v read another tensor
         return self.q_proj(x).sum(-1) + self.k_proj(kv_input).sum(-1) + self.v_proj(kv_input).sum(-1)
 
 
-class _Toy(torch.nn.Module):
+class _Decoder(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.config = None
         self.shared = _Attention(shared_input=True)
         self.cross = _Attention(shared_input=False)
+        self.wide = _Attention(shared_input=False, k_width=16)  # k/v of another width: not fusable
 
-    def forward(self, input_ids: torch.Tensor, use_cache: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shared(x, x) + self.cross(x, x * 2 - 1) + self.wide(x, torch.cat([x, x], dim=-1))
+
+
+class _Toy(torch.nn.Module):
+    """A decoder (get_decoder) beside an encoder whose attention must stay as it is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.decoder = _Decoder()
+        self.encoder = _Attention(shared_input=True)
+
+    def get_decoder(self) -> torch.nn.Module:
+        return self.decoder
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         x = torch.nn.functional.one_hot(input_ids, 8).float()
-        return self.shared(x) + self.cross(x)
+        return self.decoder(x) + self.encoder(x, x)
 
 
-def test_only_projections_reading_one_tensor_are_fused():
+def test_fuses_the_decoders_attention_and_stays_exact_for_other_inputs():
     torch.manual_seed(0)
     toy = _Toy()
     reference = copy.deepcopy(toy)
-    assert fuse_attention_inputs(toy) == 1
-    assert type(toy.shared.q_proj) is not torch.nn.Linear
-    assert all(type(getattr(toy.cross, n)) is torch.nn.Linear for n in ("q_proj", "k_proj", "v_proj"))
+    assert fuse_attention_inputs(toy) == 2
+    assert type(toy.decoder.shared.q_proj) is not torch.nn.Linear
+    assert type(toy.decoder.cross.q_proj) is not torch.nn.Linear  # fused by structure...
+    for module in (toy.decoder.wide, toy.encoder):
+        assert all(type(getattr(module, n)) is torch.nn.Linear for n in ("q_proj", "k_proj", "v_proj"))
     ids = torch.tensor([[1, 5, 7]])
-    with torch.no_grad():
+    with torch.no_grad():  # ...and still exact: k/v of another input recompute the group
         torch.testing.assert_close(toy(ids), reference(ids), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(toy(ids[:, :2]), reference(ids[:, :2]), rtol=1e-6, atol=1e-6)
