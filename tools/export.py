@@ -100,8 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--native_kernels",
         action="store_true",
         help="all attention on our C++ kernels (faster prefill; sliding layers get exact-size rings, "
-        "no masks; with --qlinear, q, k and v computed in one linear); the runtime must load libeo_et_kernels.so (//tools:generate and "
-        "//tools:benchmark do), so ExecuTorch's stock runners need it linked in",
+        "no masks; with --qlinear, q, k and v computed in one linear); the runtime must load "
+        "libeo_et_kernels.so (//tools:generate and //tools:benchmark do), so ExecuTorch's stock "
+        "runners need it linked in",
     )
     p.add_argument(
         "--kv_cache_dtype",
