@@ -2,9 +2,10 @@
 
 A target bounds the median ratio ours / theirs of one metric (the comparison's paired
 ratios), or, for fp32 decode, our speed as a fraction of the copy-bandwidth roofline. The
-decode check notes both exporters' decode as a fraction of the read-bandwidth roofline (when
-the two are close, both read the same weight bytes at the same speed and the gap is bytes, not
-overhead) and, when the run traced them, where each one's decode step goes.
+decode check notes both exporters' decode, and the target's, as a fraction of the
+read-bandwidth roofline (when the two are close, both read the same weight bytes at the same
+speed and the gap is bytes, not overhead; a target near or past 100 % leaves the weights' read no
+room) and, when the run traced them, where each one's decode step goes.
 """
 
 from __future__ import annotations
@@ -79,14 +80,29 @@ def _profile_text(row: Row) -> str:
     return f"{step:.0f} us: " + ", ".join(f"{k} {v / step:.0%}" for k, v in parts)
 
 
-def _decode_note(ours: Row, theirs: Row | None) -> str:
+def _roofline_text(ours: float, theirs: float, exporter: str, bound: float) -> str:
+    """Both exporters and the target itself as fractions of the read-bandwidth roofline.
+
+    The target's fraction says how much of its step the weights' read alone would take; past
+    100 % no program reading those bytes can meet it.
+    """
+    goal = bound * theirs
+    past = " (past the measured bandwidth)" if goal > 1.0 else ""
+    return (
+        f"read-bandwidth roofline: ours at {ours:.0%}, {exporter} at {theirs:.0%}, "
+        f"{bound:g}x {exporter} at {goal:.0%}{past}"
+    )
+
+
+def _decode_note(ours: Row, theirs: Row | None, bound: float) -> str:
     if theirs is None:
         return ""
     notes = []
     if ours.decode_vs_read_roofline is not None and theirs.decode_vs_read_roofline is not None:
         notes.append(
-            f"read-bandwidth roofline: ours at {ours.decode_vs_read_roofline:.0%}, "
-            f"{theirs.exporter} at {theirs.decode_vs_read_roofline:.0%}"
+            _roofline_text(
+                ours.decode_vs_read_roofline, theirs.decode_vs_read_roofline, theirs.exporter, bound
+            )
         )
     if ours.decode_profile_us.get("step") and theirs.decode_profile_us.get("step"):
         notes.append(f"traced step: ours {_profile_text(ours)}; {theirs.exporter} {_profile_text(theirs)}")
@@ -118,5 +134,5 @@ def _check(target: Target, ratio_row: RatioRow, ours: Row | None, theirs: Row | 
         return None
     note = ""
     if target.metric == "decode tok/s" and ours is not None:
-        note = _decode_note(ours, theirs)
+        note = _decode_note(ours, theirs, target.bound)
     return TargetCheck(*where, target, ratio.stat.median, note)

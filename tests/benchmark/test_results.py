@@ -204,12 +204,29 @@ def test_targets_say_how_far_each_ratio_is() -> None:
         0.6 * 9000.0 / 30.0
     )
     # The decode check compares both exporters with the read roofline (30 and 10 of 12000).
-    assert checks["decode tok/s"].note == "read-bandwidth roofline: ours at 0%, optimum-executorch at 0%"
+    assert checks["decode tok/s"].note == (
+        "read-bandwidth roofline: ours at 0%, optimum-executorch at 0%, 1.5x optimum-executorch at 0%"
+    )
 
     text = to_markdown(results)
     assert "### Targets" in text and "2 of 6 met." in text
     assert "| smollm2_tiny | fp32 | ours | export CPU s | 1.00 | <= 0.5 | NO | 2.00x | – |" in text
     assert "| smollm2_tiny | fp32 | ours | prefill tok/s | 2.00 | >= 1.3 | yes | – | – |" in text
+
+
+@pytest.mark.parametrize(
+    ("read_roofline", "expected"),
+    [
+        (40.0, "ours at 75%, optimum-executorch at 25%, 1.5x optimum-executorch at 38%"),
+        (14.0, "ours at 214%, optimum-executorch at 71%, 1.5x optimum-executorch at 107% (past the measured"),
+    ],
+)
+def test_decode_note_puts_the_target_against_the_read_roofline(read_roofline: float, expected: str) -> None:
+    results = _results()  # decode medians: ours 30, theirs 10 tok/s
+    for row in results.rows:
+        row.read_roofline_tokens_per_s = read_roofline
+    checks = {c.target.metric: c for c in check_targets(results)}
+    assert expected in checks["decode tok/s"].note
 
 
 def test_decode_note_says_where_each_traced_step_goes() -> None:
