@@ -12,7 +12,7 @@ from executorch_optimum import kernels
 from executorch_optimum.export import ExportOptions, export_model
 from executorch_optimum.xnnpack import QuantizationConfig, apply_quantization_
 from tests.support.parity import assert_same_run, eager_trace, program_trace
-from tests.support.tiny_models import linears_after_lowering, tiny_model
+from tests.support.tiny_models import linears_after_lowering, randomise_head_norms_, tiny_model
 
 STEPS = 24
 CHUNK = 16
@@ -20,10 +20,7 @@ CHUNK = 16
 
 def test_quantized_native_export_fuses_qkv_and_matches_eager(tmp_path):
     model = tiny_model("qwen3")  # grouped-query attention, head norms inside our rope ops
-    with torch.no_grad():  # random head norms (initialisation leaves them constant)
-        for layer in model.model.layers:
-            for norm in (layer.self_attn.q_norm, layer.self_attn.k_norm):
-                norm.weight.copy_(torch.rand(norm.weight.shape) * 1.5 - 0.5)
+    randomise_head_norms_(model)
     ckpt = tmp_path / "ckpt"
     model.save_pretrained(ckpt)
     reference = copy.deepcopy(model)

@@ -14,7 +14,7 @@ from executorch_optimum.caches import EORingLayer
 from executorch_optimum.modules import CausalLMExportableModule, fuse_attention_inputs
 from executorch_optimum.xnnpack import export_to_executorch_with_xnnpack
 from tests.support.parity import assert_same_run, eager_trace, max_logit_diff, program_trace
-from tests.support.tiny_models import tiny_model
+from tests.support.tiny_models import randomise_head_norms_, tiny_model
 
 WINDOW = 8
 STEPS = 64
@@ -125,10 +125,7 @@ def test_pte_full_attention_on_native_kernels_matches_eager(tmp_path):
 def _with_head_norm_weights(arch):
     """A model whose q_norm / k_norm weights are random (initialisation leaves them constant)."""
     model, prompt, _ = _full_case(arch)
-    with torch.no_grad():
-        for layer in model.model.layers:
-            for norm in (layer.self_attn.q_norm, layer.self_attn.k_norm):
-                norm.weight.copy_(torch.rand(norm.weight.shape) * 1.5 - 0.5)
+    randomise_head_norms_(model)
     return model, prompt, eager_trace(model, prompt, FULL_STEPS)
 
 

@@ -66,6 +66,15 @@ def tiny_model(arch: str, seed: int = 0, **overrides: object) -> transformers.Pr
     return model.eval()
 
 
+def randomise_head_norms_(model: transformers.PreTrainedModel) -> None:
+    """Random q_norm / k_norm weights (initialisation leaves them constant, which would hide a
+    norm applied to the wrong heads)."""
+    with torch.no_grad():
+        for layer in model.model.layers:
+            for norm in (layer.self_attn.q_norm, layer.self_attn.k_norm):
+                norm.weight.copy_(torch.rand(norm.weight.shape) * 1.5 - 0.5)
+
+
 def linears_after_lowering(model: torch.nn.Module) -> int:
     """The `aten.linear` ops an fp32 model lowers to: its Linear layers, plus one per RMSNorm
     (MeanLastDimAsLinearPass turns each norm's mean into a linear)."""
