@@ -4,8 +4,8 @@ A target bounds the median ratio ours / theirs of one metric (the comparison's p
 ratios), or, for fp32 decode, our speed as a fraction of the copy-bandwidth roofline. The
 decode check notes both exporters' decode, and the target's, as a fraction of the
 read-bandwidth roofline (when the two are close, both read the same weight bytes at the same
-speed and the gap is bytes, not overhead; a target near or past 100 % leaves the weights' read no
-room) and, when the run traced them, where each one's decode step goes.
+speed and the gap is bytes, not overhead; a target near or past 100 % leaves no time beside the
+weights' read) and, when the run traced them, where each one's decode step goes.
 """
 
 from __future__ import annotations
